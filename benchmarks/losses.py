@@ -1,0 +1,150 @@
+"""Forward+backward cost of each distillation loss, relative to plain KD.
+
+    python benchmarks/losses.py [--sizes 64x100,256x1000] [--devices cpu,cuda] [--no-reference]
+
+Every measurement runs in a fresh subprocess so that no allocator cache or earlier method
+skews the memory figure:
+- time: median wall time of one forward+backward of the loss on random logits (inputs
+  already on the device; CUDA synchronized);
+- peak: extra memory of one forward+backward over what was allocated before it (logits,
+  labels, the module). On CUDA, `torch.cuda.max_memory_allocated` (tensor bytes). On CPU,
+  growth of the process's peak resident set (Linux VmHWM, reset through
+  /proc/self/clear_refs just before the step), i.e. every page the step touched, including
+  malloc overhead: an honest upper bound on what the step needs, in 4 kB pages.
+Rows marked "(naive)" swap in the tests' broadcast reference implementations of the
+ranking primitives (`tests/test_ranking.py`), to compare the chunked ones with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["kd", "dkd", "dist", "cakd", "cmkd", "rkkd", "kd+ls", "kd+rkkd", "kd+cmkd"]
+NAIVE = ["rkkd (naive)", "cmkd (naive)"]
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _use_naive(method: str) -> None:
+    """Replace the chunked ranking primitives by the tests' broadcast references."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_ranking
+
+    from kdrun.methods import cmkd, rkkd
+
+    if method == "rkkd":
+        rkkd.kendall_tau = test_ranking.naive_kendall
+    else:
+        cmkd.RANK_OPS["pairwise_sigmoid"] = test_ranking.naive_soft_rank
+
+
+def child(method: str, B: int, C: int, device: str) -> dict:
+    import torch
+
+    from kdrun.methods import create
+
+    name = method.split()[0]
+    if method.endswith("(naive)"):
+        _use_naive(name)
+    torch.manual_seed(0)
+    loss_fn = create(name).to(device)
+
+    def make(b: int, c: int):
+        zs = torch.randn(b, c, device=device, requires_grad=True)
+        return zs, torch.randn(b, c, device=device), torch.randint(0, c, (b,), device=device)
+
+    def step(zs, zt, y) -> None:
+        zs.grad = None
+        loss_fn(zs, zt, y, 100)[0].backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    step(*make(4, 10))  # start autograd/OpenMP threads without touching much memory
+    inputs = make(B, C)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step(*inputs)
+        peak_mb = (torch.cuda.max_memory_allocated() - before) / 2**20
+    else:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+            before = _status_kb("VmRSS")
+            step(*inputs)
+            peak_mb = (_status_kb("VmHWM") - before) / 1024
+        except OSError:
+            step(*inputs)
+            peak_mb = float("nan")
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < 1.5 and len(times) < 30):
+        t0 = time.perf_counter()
+        step(*inputs)
+        times.append(time.perf_counter() - t0)
+    return {"ms": 1000 * statistics.median(times), "peak_mb": peak_mb, "reps": len(times)}
+
+
+def measure(method: str, B: int, C: int, device: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", method, str(B), str(C), device]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="64x100,256x1000", help="BxC list")
+    ap.add_argument("--devices", default="cpu,cuda")
+    ap.add_argument("--no-reference", action="store_true", help="skip the (naive) rows")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        method, B, C, device = args.child
+        print(json.dumps(child(method, int(B), int(C), device)))
+        return
+
+    import torch
+
+    devices = [d for d in args.devices.split(",") if d == "cpu" or torch.cuda.is_available()]
+    methods = METHODS + ([] if args.no_reference else NAIVE)
+    print(f"kdrun loss benchmark: torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print("time = median ms of one forward+backward; peak = extra memory of one step, MB")
+    print("(CPU: growth of peak RSS (VmHWM) in a fresh process; CUDA: max_memory_allocated)")
+    for device in devices:
+        label = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        for size in args.sizes.split(","):
+            B, C = map(int, size.split("x"))
+            print(f"\n{device} ({label})  B={B} C={C}")
+            print(f"{'method':<14}{'time ms':>10}{'x kd':>8}{'peak MB':>10}{'x kd':>8}")
+            base = None
+            for method in methods:
+                r = measure(method, B, C, device)
+                if "error" in r:
+                    print(f"{method:<14}  error: {r['error']}")
+                    continue
+                base = base or r
+                print(
+                    f"{method:<14}{r['ms']:>10.2f}{r['ms'] / base['ms']:>8.1f}"
+                    f"{r['peak_mb']:>10.1f}{r['peak_mb'] / max(base['peak_mb'], 1e-3):>8.1f}"
+                )
+                sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""In-memory uint8 image sets with the CIFAR training pipeline (crop + flip + normalize)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2 as T
+
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+
+
+def cifar_transform(train: bool, mean=CIFAR100_MEAN, std=CIFAR100_STD) -> T.Compose:
+    """RandomCrop(32, padding=4) + horizontal flip for training; normalization for both."""
+    steps: list = [T.ToImage(), T.ToDtype(torch.float32, scale=True)]
+    if train:
+        steps = [T.ToImage(), T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] + steps[1:]
+    return T.Compose([*steps, T.Normalize(mean, std)])
+
+
+class ArrayImages(Dataset):
+    """Images as a uint8 NHWC array (CIFAR's own layout) plus integer labels."""
+
+    def __init__(self, data: np.ndarray, targets: np.ndarray, transform=None) -> None:
+        assert data.dtype == np.uint8 and data.ndim == 4 and data.shape[-1] == 3
+        self.data = data
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        img = torch.from_numpy(self.data[i]).permute(2, 0, 1)  # CHW uint8 tensor
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.targets[i])

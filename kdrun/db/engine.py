@@ -1,0 +1,113 @@
+"""Connecting to the job database: URL checks, SQLite tuning, schema-version gate.
+
+SQLite runs in WAL mode with a busy timeout on every connection; write transactions start
+with BEGIN IMMEDIATE (take the write lock up front, so two claimers serialize instead of
+deadlocking on lock upgrade) while reads stay DEFERRED and never block workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.orm import Session
+
+from kdrun.errors import UserError
+
+DEFAULT_DB = "sqlite:///kdrun.db"
+URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
+
+
+def parse_url(text: str) -> URL:
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise UserError(f"invalid database URL {redact(text)!r}; expected {URL_FORMS}") from None
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("psycopg2", ""):
+        url = url.set(drivername="postgresql+psycopg")  # kdrun ships the psycopg 3 driver
+    if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise UserError(f"unsupported database {url.drivername!r}; expected {URL_FORMS}")
+    return url
+
+
+def redact(url: str | URL) -> str:
+    """The URL with its password masked: safe for output and logs."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def sqlite_path(url: URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 30000")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """One job database. `write()` and `read()` give short-lived sessions."""
+
+    def __init__(self, url: str, *, create: bool = False) -> None:
+        self.url = parse_url(url)
+        self.display_url = redact(self.url)
+        path = sqlite_path(self.url)
+        if path is not None:
+            if not path.exists() and not create:
+                raise UserError(
+                    f"no kdrun database at {path}; create one with `kdrun enqueue` or "
+                    "`kdrun db upgrade`, or point --db / KDRUN_DB at an existing one"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            kwargs = {"pool_pre_ping": True} if path is None else {}
+            self.engine = create_engine(self.url, **kwargs)
+        except (NoSuchModuleError, ModuleNotFoundError):
+            raise UserError(
+                "PostgreSQL support needs the psycopg driver: pip install 'kdrun[postgres]'"
+            ) from None
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            _tune_sqlite(self.engine)
+        self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on error."""
+        with Session(self._write_engine, expire_on_commit=False) as s, s.begin():
+            yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            yield s
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def default_url() -> str:
+    return os.environ.get("KDRUN_DB") or DEFAULT_DB

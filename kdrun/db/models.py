@@ -1,0 +1,138 @@
+"""SQLAlchemy 2 models: jobs, their attempts, results, per-epoch metrics, teacher registry.
+
+Timestamps that order or fence work (lease expiry, back-off) are float seconds from the
+*database* clock (see `kdrun.db.clock`), so workers on machines with skewed clocks agree.
+Human-facing timestamps (created/started/finished) are stored the same way for uniformity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "kdrun_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    grid: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "teacher" (train alone) or "student"
+    dataset: Mapped[str] = mapped_column(String(64))
+    teacher: Mapped[str | None] = mapped_column(String(200))  # teacher name, None for vanilla
+    student: Mapped[str] = mapped_column(String(64))  # the architecture this job trains
+    method: Mapped[str] = mapped_column(String(100))
+    seed: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    depends_on_id: Mapped[int | None] = mapped_column(ForeignKey("kdrun_jobs.id"))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    not_before: Mapped[float] = mapped_column(Float, default=0.0)  # back-off after a failure
+    worker: Mapped[str | None] = mapped_column(String(200))
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)  # epochs completed (progress)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # loss, img/s, eta for status
+    error: Mapped[str | None] = mapped_column(Text)
+    run_dir: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    kdrun_version: Mapped[str | None] = mapped_column(String(32))
+    torch_version: Mapped[str | None] = mapped_column(String(32))
+    device_name: Mapped[str | None] = mapped_column(String(200))
+
+    result: Mapped[Result | None] = relationship(back_populates="job", uselist=False)
+
+    __table_args__ = (Index("ix_kdrun_jobs_claim", "state", "priority", "id"),)
+
+
+class Attempt(Base):
+    """One claim of a job by a worker; the audit trail for exactly-once checks."""
+
+    __tablename__ = "kdrun_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("kdrun_jobs.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(200))
+    lease_token: Mapped[str] = mapped_column(String(64), unique=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # succeeded/failed/requeued/expired
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Result(Base):
+    __tablename__ = "kdrun_results"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("kdrun_jobs.id"), primary_key=True)
+    best_top1: Mapped[float] = mapped_column(Float)
+    best_top5: Mapped[float] = mapped_column(Float)
+    best_epoch: Mapped[int] = mapped_column(Integer)
+    last_top1: Mapped[float] = mapped_column(Float)
+    last_top5: Mapped[float] = mapped_column(Float)
+    last5_top1: Mapped[float] = mapped_column(Float)  # mean test top-1 of the last five epochs
+    selection_split: Mapped[str] = mapped_column(String(8), default="test")  # picks best epoch
+    wall_time_s: Mapped[float] = mapped_column(Float)
+    images_per_s: Mapped[float] = mapped_column(Float)
+    teacher_top1: Mapped[float | None] = mapped_column(Float)
+    # Student-teacher agreement on the test set, measured in the final evaluation.
+    agree_top1: Mapped[float | None] = mapped_column(Float)
+    spearman: Mapped[float | None] = mapped_column(Float)
+    kendall: Mapped[float | None] = mapped_column(Float)
+    kl: Mapped[float | None] = mapped_column(Float)
+    checkpoint: Mapped[str | None] = mapped_column(String(500))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+
+    job: Mapped[Job] = relationship(back_populates="result")
+
+
+class EpochMetric(Base):
+    __tablename__ = "kdrun_epoch_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("kdrun_jobs.id"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)  # 1-based
+    lr: Mapped[float] = mapped_column(Float)
+    train_loss: Mapped[float] = mapped_column(Float)
+    components: Mapped[dict[str, Any]] = mapped_column(JSON)  # per loss component means
+    train_top1: Mapped[float] = mapped_column(Float)
+    test_top1: Mapped[float] = mapped_column(Float)
+    test_top5: Mapped[float] = mapped_column(Float)
+    val_top1: Mapped[float | None] = mapped_column(Float)
+    epoch_time_s: Mapped[float] = mapped_column(Float)
+    images_per_s: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_kdrun_epoch_metrics_job_epoch"),)
+
+
+class Teacher(Base):
+    """Registered teacher checkpoints: imported files and teachers kdrun trained itself."""
+
+    __tablename__ = "kdrun_teachers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    arch: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(64))
+    num_classes: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    top1: Mapped[float | None] = mapped_column(Float)
+    top5: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16))  # "import" or "trained"
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("kdrun_jobs.id"))
+    created_at: Mapped[float] = mapped_column(Float)

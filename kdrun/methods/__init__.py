@@ -1,0 +1,17 @@
+"""Distillation losses, registered by name: `create("kd", T=4)`, `create("kd+rkkd",
+kd={"T": 4}, rkkd={"k": 100})`, `available()`."""
+
+from kdrun.methods import (  # noqa: F401  (registration side effects)
+    cakd,
+    cmkd,
+    dist,
+    dkd,
+    kd,
+    ls,
+    rkkd,
+    vanilla,
+)
+from kdrun.methods.base import Method
+from kdrun.methods.registry import available, create, get, needs_teacher, register, resolve
+
+__all__ = ["Method", "available", "create", "get", "needs_teacher", "register", "resolve"]

@@ -1,0 +1,49 @@
+"""The distillation-method interface, shaped after mdistiller's distillers.
+
+A method is a loss module: it sees the student's and the (detached) teacher's logits, the
+labels and the epoch, and returns the total loss plus its named components, which the
+trainer logs per epoch. Hyperparameters live in a dataclass `Params` so grids are validated
+against the field names and types before anything is queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from kdrun.params import build
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+Components = dict[str, torch.Tensor]
+
+
+class Method(nn.Module):
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    needs_teacher: ClassVar[bool] = True
+
+    def __init__(self, params: Any = None, **hparams: Any) -> None:
+        super().__init__()
+        self.p = params if params is not None else build(self.Params, hparams, self.name)
+
+    @classmethod
+    def defaults(cls, *, teacher: str | None, student: str, dataset: str) -> dict[str, Any]:
+        """Defaults that depend on the pair or the dataset (e.g. DKD's per-pair beta)."""
+        return {}
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | None,
+        targets: torch.Tensor,
+        epoch: int = 0,
+    ) -> tuple[torch.Tensor, Components]:
+        raise NotImplementedError

@@ -1,0 +1,112 @@
+"""CMKD (Niu et al., arXiv 2410.06561): Pearson + Spearman correlation matching, weighted
+per sample by difficulty."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from kdrun.methods.compose import AddOnMethod
+from kdrun.methods.dist import inter_intra
+from kdrun.methods.functional import pearson, standardize
+from kdrun.methods.ranking import exact_rank, soft_rank
+from kdrun.methods.registry import register
+
+RANK_OPS = {"pairwise_sigmoid": soft_rank}
+
+
+@dataclass
+class CMKDParams:
+    T: float = 4.0
+    ce_weight: float = 1.0
+    beta: float = 2.0
+    gamma: float = 2.0
+    intra: bool = True
+    difficulty: Literal["teacher_entropy", "teacher_error", "disagreement"] = "teacher_entropy"
+    rank_op: Literal["pairwise_sigmoid"] = "pairwise_sigmoid"
+    rank_eps: float = 0.1
+    zscore: bool = True
+    teacher_rank: Literal["exact", "soft"] = "exact"
+
+    def __post_init__(self) -> None:
+        if self.T <= 0 or self.rank_eps <= 0:
+            raise ValueError("T and rank_eps must be > 0")
+
+
+def difficulty(student_logits, teacher_logits, targets, measure: str) -> torch.Tensor:
+    """Per-sample difficulty in [0, 1], at T=1 and without gradient (a weight, not a loss)."""
+    with torch.no_grad():
+        log_pt = F.log_softmax(teacher_logits, 1)
+        pt = log_pt.exp()
+        if measure == "teacher_entropy":
+            d = -(pt * log_pt).sum(1) / math.log(pt.shape[1])
+        elif measure == "teacher_error":
+            d = 1 - pt.gather(1, targets[:, None])[:, 0]
+        else:  # "disagreement": total variation between the two predictions
+            d = 0.5 * (F.softmax(student_logits, 1) - pt).abs().sum(1)
+        return d.clamp(0, 1)
+
+
+@register
+class CMKD(AddOnMethod):
+    """`ce_weight*CE + T^2 * (beta * mean_b((1-d)*L_P + d*L_S) + gamma*intra)`.
+
+    L_P = 1 - pearson(ps, pt) (DIST's inter term, p = softmax(z/T)) matches the teacher's
+    probabilities up to an affine map; L_S = 1 - pearson(soft_rank(zs), rank(zt)) matches only
+    their order, which is what is left to learn from a teacher that is itself unsure; the
+    difficulty d shifts the weight from L_P to L_S on hard samples. Usable as an add-on
+    (`kd+cmkd`; then without `ce_weight`).
+
+    Known: Pearson + Spearman terms, per-sample difficulty weights, DIST as the starting
+    point, a differentiable sort for the ranks, a z-score step. Everything else is a
+    reconstruction (defaults in brackets):
+    - `rank_op` [pairwise_sigmoid]: `r_i = 1 + sum_{j!=i} sigmoid((z_i - z_j)/rank_eps)`,
+      exact (ties averaged) as rank_eps -> 0; `rank_eps` [0.1];
+    - `zscore` [on]: soft-rank z-scored logits, so rank_eps is in units of the sample's std
+      and L_S is invariant to positive affine maps of the logits;
+    - `teacher_rank` [exact]: exact teacher ranks; "soft" ranks the teacher with the same
+      operator, which makes L_S exactly 0 at zs = zt (with exact ranks it is only ~0);
+    - `difficulty` [teacher_entropy]: H(softmax(zt)) / log C; "teacher_error": 1 - pt[label];
+      "disagreement": total variation between softmax(zs) and softmax(zt) (no gradient);
+    - `intra` [on]: DIST's intra-class term; T=4, beta=gamma=2, ce_weight=1 (DIST's).
+    Memory is O(B*C) via `ranking.soft_rank` (chunked, analytic backward).
+    """
+
+    name = "cmkd"
+    Params = CMKDParams
+
+    @classmethod
+    def defaults(cls, *, teacher, student, dataset):
+        return {"T": 1.0} if dataset == "imagenet" else {}
+
+    def spearman(self, student_logits, teacher_logits):
+        """Per-sample `1 - pearson(soft ranks of zs, ranks of zt)`."""
+        p = self.p
+        zs, zt = student_logits, teacher_logits.detach()
+        if p.zscore:
+            zs, zt = standardize(zs), standardize(zt)
+        rank = RANK_OPS[p.rank_op]
+        rt = exact_rank(zt) if p.teacher_rank == "exact" else rank(zt, p.rank_eps).detach()
+        return 1 - pearson(rank(zs, p.rank_eps), rt)
+
+    def forward(self, student_logits, teacher_logits, targets, epoch=0):
+        p = self.p
+        ce = F.cross_entropy(student_logits, targets)
+        d = difficulty(student_logits, teacher_logits, targets, p.difficulty)
+        l_p, intra = inter_intra(student_logits, teacher_logits, p.T)
+        l_s = self.spearman(student_logits, teacher_logits)
+        kd = p.beta * ((1 - d) * l_p + d * l_s).mean() + (p.gamma * intra if p.intra else 0.0)
+        loss = p.ce_weight * ce + p.T**2 * kd
+        comps = {
+            "ce": ce,
+            "pearson": l_p.mean() * p.T**2,
+            "spearman": l_s.mean() * p.T**2,
+            "difficulty": d.mean(),
+        }
+        if p.intra:
+            comps["intra"] = intra * p.T**2
+        return loss, {k: v.detach() for k, v in comps.items()}

@@ -1,0 +1,223 @@
+"""Train one job: dataset, student, frozen teacher, method, SGD with a step schedule.
+
+The loop is deliberately plain (nanoGPT-style): set up, resume if a checkpoint exists, then
+for each epoch train, evaluate, checkpoint atomically, and report. Everything needed to
+continue bit-for-bit -- weights, optimizer, schedule, best-so-far, RNG states -- is in the
+checkpoint, so a killed run resumes where its last finished epoch left off.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from kdrun import checkpoints, data, methods, models
+from kdrun.errors import ConfigError
+from kdrun.recipe import Recipe
+from kdrun.train.evaluate import agreement, predict, topk
+
+LAST = "last.pt"  # resumable training state, rewritten every epoch
+FINAL = "model.pt"  # final weights as {"model": state_dict}, the published checkpoint layout
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+@dataclass
+class Hooks:
+    """How a trainer talks to its worker: progress out, a stop request in."""
+
+    epoch_done: Callable[[dict[str, Any], dict[str, Any]], None] = lambda row, progress: None
+    step: Callable[[int, int, int], None] = lambda epoch, done, total: None
+    stop_requested: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class Run:
+    config: dict[str, Any]
+    run_dir: Path
+    data_dir: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    teacher_checkpoint: Path | None = None  # resolved by the worker from the teacher's job
+    num_workers: int = 0
+
+
+class Interrupted(Exception):
+    """Stopped at an epoch boundary on request; the checkpoint is saved, the job can resume."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_teacher(run: Run, num_classes: int) -> torch.nn.Module | None:
+    t = run.config.get("teacher")
+    if not t:
+        return None
+    dataset = run.config["dataset"]["name"]
+    path = Path(t["checkpoint"]) if "checkpoint" in t else run.teacher_checkpoint
+    if path is None:
+        raise ConfigError(f"teacher {t['name']}: its training job has no checkpoint")
+    if "sha256" in t and checkpoints.sha256(path) != t["sha256"]:
+        raise ConfigError(
+            f"teacher checkpoint {path} changed since enqueue (sha256 differs); re-enqueue the grid"
+        )
+    model = models.create(t["arch"], num_classes=num_classes, dataset=dataset)
+    sd = checkpoints.extract_state_dict(checkpoints.load(path), path)
+    checkpoints.load_into(model, sd, f"teacher checkpoint {path}")
+    model.to(run.device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _rng_state(loader_gen: torch.Generator) -> dict[str, Any]:
+    return {
+        "python": random.getstate(), "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(), "loader": loader_gen.get_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(s: dict[str, Any], loader_gen: torch.Generator) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    loader_gen.set_state(s["loader"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
+    """Run (or resume) one job to the end; returns the row for the results table."""
+    hooks = hooks or Hooks()
+    cfg, dev = run.config, run.device
+    recipe = Recipe(**cfg["recipe"])
+    seed_everything(cfg["seed"])
+    if dev.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    splits = data.load(cfg["dataset"], run.data_dir)
+    dataset = cfg["dataset"]["name"]
+    student = models.create(cfg["student"], num_classes=splits.num_classes, dataset=dataset).to(dev)
+    teacher = build_teacher(run, splits.num_classes)
+    method = methods.create(cfg["method"]["name"], **cfg["method"]["params"]).to(dev)
+
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    train_loader = DataLoader(splits.train, batch_size=recipe.batch_size, shuffle=True,
+                              drop_last=False, generator=gen, num_workers=run.num_workers,
+                              pin_memory=dev.type == "cuda", persistent_workers=run.num_workers > 0)
+    eval_kw = dict(batch_size=recipe.eval_batch_size, num_workers=run.num_workers)
+    test_loader = DataLoader(splits.test, **eval_kw)
+    val_loader = DataLoader(splits.val, **eval_kw) if splits.val is not None else None
+
+    opt = torch.optim.SGD(student.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, recipe.lr_milestones, recipe.lr_gamma)
+
+    state = {"epoch": 0, "history": [], "train_time": 0.0, "images": 0}
+    last = run.run_dir / LAST
+    if last.exists():  # resume: everything continues exactly where the last epoch ended
+        ck = torch.load(last, map_location="cpu", weights_only=True)
+        student.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        state = ck["state"]
+        _set_rng_state(ck["rng"], gen)
+
+    n_batches = len(train_loader)
+    for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+        student.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=dev)
+        comp_sum: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), device=dev)
+        seen = 0
+        for i, (x, y) in enumerate(train_loader):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            logits = student(x)
+            if teacher is not None:
+                with torch.inference_mode():
+                    t_logits = teacher(x)
+                t_logits = t_logits.clone()  # leave inference mode for autograd's sake
+            else:
+                t_logits = None
+            loss, comps = method(logits, t_logits, y, epoch=epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            b = y.shape[0]
+            loss_sum += loss.detach() * b
+            for k, v in comps.items():
+                comp_sum[k] = comp_sum.get(k, 0) + v.detach() * b
+            correct += (logits.argmax(1) == y).sum()
+            seen += b
+            hooks.step(epoch, i + 1, n_batches)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        train_loss = loss_sum.item() / seen
+        if not math.isfinite(train_loss):
+            raise NonFiniteLoss(f"non-finite training loss ({train_loss}) in epoch {epoch}")
+        elapsed = time.perf_counter() - t0
+
+        test_logits, test_y = predict(student, test_loader, dev)
+        top1, top5 = topk(test_logits, test_y)
+        val1 = topk(*predict(student, val_loader, dev), ks=(1,))[0] if val_loader else None
+        state["train_time"] += elapsed
+        state["images"] += seen
+        state["epoch"] = epoch
+        state["history"].append({"epoch": epoch, "test_top1": top1, "test_top5": top5,
+                                 "val_top1": val1})
+        row = {
+            "epoch": epoch, "lr": lr, "train_loss": train_loss,
+            "components": {k: v.item() / seen for k, v in comp_sum.items()},
+            "train_top1": 100.0 * correct.item() / seen, "test_top1": top1, "test_top5": top5,
+            "val_top1": val1, "epoch_time_s": elapsed, "images_per_s": seen / elapsed,
+        }
+        checkpoints.atomic_save({"model": student.state_dict(), "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict(), "state": state,
+                                 "rng": _rng_state(gen)}, last)
+        left = recipe.epochs - epoch
+        hooks.epoch_done(row, {"epoch": epoch, "epochs": recipe.epochs, "loss": train_loss,
+                               "test_top1": top1, "images_per_s": seen / elapsed,
+                               "eta_s": left * (state["train_time"] / max(len(state["history"]), 1))})
+        if left and hooks.stop_requested():
+            raise Interrupted(f"stopped after epoch {epoch}")
+
+    return finish(run, student, teacher, state, test_logits, test_y, test_loader)
+
+
+def finish(run, student, teacher, state, test_logits, test_y, test_loader) -> dict[str, Any]:
+    """Best/last metrics, teacher agreement, and the final weights file."""
+    hist = state["history"]
+    key = "val_top1" if hist[-1]["val_top1"] is not None else "test_top1"
+    best = max(hist, key=lambda h: (h[key], h["epoch"]))
+    final = run.run_dir / FINAL
+    checkpoints.atomic_save({"model": student.state_dict()}, final)
+    out = {
+        "best_top1": best["test_top1"], "best_top5": best["test_top5"], "best_epoch": best["epoch"],
+        "last_top1": hist[-1]["test_top1"], "last_top5": hist[-1]["test_top5"],
+        "last5_top1": float(np.mean([h["test_top1"] for h in hist[-5:]])),
+        "selection_split": "val" if key == "val_top1" else "test",
+        "wall_time_s": state["train_time"],
+        "images_per_s": state["images"] / max(state["train_time"], 1e-9),
+        "checkpoint": str(final), "sha256": checkpoints.sha256(final),
+        "teacher_top1": None, "agree_top1": None, "spearman": None, "kendall": None, "kl": None,
+    }
+    if teacher is not None:
+        t_logits, _ = predict(teacher, test_loader, run.device)
+        out["teacher_top1"] = topk(t_logits, test_y, ks=(1,))[0]
+        out.update(agreement(test_logits, t_logits))
+    return out
