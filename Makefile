@@ -19,6 +19,8 @@ quickstart: venv
 	$(BIN)/kdrun --db sqlite:///$(QS)/kdrun.db --runs-dir $(QS)/runs enqueue --grid grids/quickstart.yaml
 	$(BIN)/kdrun --db sqlite:///$(QS)/kdrun.db --runs-dir $(QS)/runs worker --cpu --until-empty
 	$(BIN)/kdrun --db sqlite:///$(QS)/kdrun.db --runs-dir $(QS)/runs report --table top1
+	$(BIN)/kdrun --db sqlite:///$(QS)/kdrun.db --runs-dir $(QS)/runs report --table delta
+	$(BIN)/kdrun --db sqlite:///$(QS)/kdrun.db --runs-dir $(QS)/runs report --table agreement
 
 lint: venv
 	$(BIN)/ruff check kdrun tests benchmarks

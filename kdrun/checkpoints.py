@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -50,13 +51,23 @@ def load(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         raise UserError(
-            f"checkpoint {path} is not a weights-only file (refusing to unpickle code): {first}"
+            f"checkpoint {path} is not a weights-only file (refusing to unpickle code): "
+            f"{_unpickle_reason(str(e))}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"checkpoint {path} is corrupt or truncated: {msg}") from None
+
+
+def _unpickle_reason(msg: str) -> str:
+    """The informative part of torch's weights-only refusal, e.g. 'Unsupported global: GLOBAL
+    argparse.Namespace' (torch's message also carries ANSI codes and advice to load unsafely)."""
+    m = re.search(r"Unsupported (?:global|operand)[^\n]*?(?= was not|\.\s|$)", msg, re.M)
+    if m:
+        return m.group(0).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", msg).strip()
+    return text.splitlines()[0] if text else "unsupported content"
 
 
 def extract_state_dict(obj: Any, path: str | Path = "checkpoint") -> dict[str, torch.Tensor]:

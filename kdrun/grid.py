@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,12 @@ from kdrun.recipe import Recipe
 from kdrun.spec import JobSpec
 
 GRID_KEYS = ("name", "dataset", "recipe", "teachers", "pairs", "methods", "seeds")
-TEACHER_KEYS = ("arch", "train", "checkpoint", "seed", "recipe")
+TEACHER_KEYS = ("arch", "train", "checkpoint", "registered", "seed", "recipe")
 PAIR_KEYS = ("teacher", "student", "recipe", "methods")
 TEACHER_PRIORITY = 10  # teachers first: every student of theirs waits for them
+# Registry name -> {"arch", "dataset", "num_classes", "path", "sha256"}; raises UserError when
+# unknown. Given by the caller that has the database (kdrun.teachers.registry_lookup).
+TeacherLookup = Callable[[str], dict[str, Any]]
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -41,8 +45,10 @@ def resolve_path(path: str | Path) -> Path:
     raise UserError(f"grid file {path} not found; shipped grids: {', '.join(names)}")
 
 
-def load(path: str | Path) -> tuple[str, list[JobSpec]]:
-    """Read and expand a grid file: (grid name, job specs in enqueue order)."""
+def load(path: str | Path, teacher_lookup: TeacherLookup | None = None
+         ) -> tuple[str, list[JobSpec]]:
+    """Read and expand a grid file: (grid name, job specs in enqueue order).
+    `teacher_lookup` resolves `registered:` teachers; without it they are an error."""
     p = resolve_path(path)
     try:
         raw = yaml.safe_load(p.read_text())
@@ -51,7 +57,7 @@ def load(path: str | Path) -> tuple[str, list[JobSpec]]:
         where = f" line {mark.line + 1}" if mark else ""
         raise UserError(f"{p}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
     try:
-        return expand(raw, default_name=p.stem)
+        return expand(raw, default_name=p.stem, teacher_lookup=teacher_lookup)
     except UserError as e:
         raise UserError(f"{p}: {e}") from None
 
@@ -125,7 +131,36 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def expand(raw: Any, default_name: str = "grid") -> tuple[str, list[JobSpec]]:
+def _registered_teacher(tname: str, tcfg: dict[str, Any], w: str, ds: dict[str, Any],
+                        lookup: TeacherLookup | None) -> dict[str, Any]:
+    """A teacher from the registry: `registered: true` (under its grid name) or `: NAME`.
+    Its path and sha256 are fixed now, so a checkpoint changed later fails the job."""
+    reg = tcfg["registered"]
+    name = tname if reg is True else reg
+    if not isinstance(name, str):
+        raise UserError(f"{w}.registered: expected true or a registered teacher's name, "
+                        f"got {reg!r}")
+    if lookup is None:
+        raise UserError(f"{w}.registered: registered teachers are read from the database; "
+                        "enqueue this grid with `kdrun enqueue`")
+    try:
+        row = lookup(name)
+    except UserError as e:
+        raise UserError(f"{w}.registered: {e}") from None
+    n = data.num_classes(ds)
+    if row["dataset"] != ds["name"] or row["num_classes"] != n:
+        raise UserError(f"{w}.registered: teacher {name!r} was registered for {row['dataset']} "
+                        f"({row['num_classes']} classes), the grid's dataset is {ds['name']} "
+                        f"({n} classes)")
+    if "arch" in tcfg and tcfg["arch"] != row["arch"]:
+        raise UserError(f"{w}.arch: {tcfg['arch']!r}, but registered teacher {name!r} is a "
+                        f"{row['arch']}")
+    return {"name": tname, "arch": row["arch"], "checkpoint": row["path"],
+            "sha256": row["sha256"]}
+
+
+def expand(raw: Any, default_name: str = "grid", teacher_lookup: TeacherLookup | None = None,
+           ) -> tuple[str, list[JobSpec]]:
     g = _check_keys(raw, GRID_KEYS, "grid")
     for key in ("dataset", "pairs", "methods"):
         if key not in g:
@@ -153,26 +188,34 @@ def expand(raw: Any, default_name: str = "grid") -> tuple[str, list[JobSpec]]:
             out.append(as_dict(build(Recipe, r, where)))
         return out
 
-    # Teachers: a vanilla training job each (train: true) or an existing checkpoint.
+    # Teachers: a vanilla training job each (train: true), a checkpoint file, or a registered
+    # teacher (kdrun teacher import, or trained by an earlier grid).
     teachers: dict[str, tuple[dict[str, Any], JobSpec | None]] = {}
     specs: list[JobSpec] = []
     raw_teachers = g.get("teachers") or {}
     if not isinstance(raw_teachers, dict):
-        raise UserError("teachers: expected a mapping of teacher name -> {train: true | checkpoint: PATH}")
+        raise UserError("teachers: expected a mapping of teacher name -> "
+                        "{train: true | checkpoint: PATH | registered: true | NAME}")
     for tname, tcfg in raw_teachers.items():
         w = f"teachers.{tname}"
         tcfg = _check_keys(tcfg or {}, TEACHER_KEYS, w)
-        arch = arch_ok(tcfg.get("arch", tname), f"{w}.arch" if "arch" in tcfg else w)
         train, ckpt = bool(tcfg.get("train", False)), tcfg.get("checkpoint")
-        if train == (ckpt is not None):
-            raise UserError(f"{w}: give exactly one of 'train: true' or 'checkpoint: PATH'")
+        registered = tcfg.get("registered") not in (None, False)
+        if train + (ckpt is not None) + registered != 1:
+            raise UserError(f"{w}: give exactly one of 'train: true', 'checkpoint: PATH' or "
+                            "'registered: true | NAME'")
+        if registered:
+            teachers[tname] = (_registered_teacher(tname, tcfg, w, ds, teacher_lookup), None)
+            continue
+        arch = arch_ok(tcfg.get("arch", tname), f"{w}.arch" if "arch" in tcfg else w)
         if train:
             seed = tcfg.get("seed", 0)
             if not isinstance(seed, int):
                 raise UserError(f"{w}.seed: expected an integer, got {seed!r}")
             tr = recipes(_recipe(base_recipe, tcfg.get("recipe"), f"{w}.recipe"), f"{w}.recipe")
             if len(tr) != 1:
-                raise UserError(f"{w}.recipe: a teacher's recipe cannot be a sweep")
+                raise UserError(f"{w}.recipe: a teacher's recipe cannot be a sweep; "
+                                "give the teacher single recipe values")
             job = JobSpec("teacher", {
                 "kind": "teacher", "dataset": ds, "recipe": tr[0], "student": arch,
                 "teacher": None, "method": {"name": "vanilla", "params": {}}, "seed": seed,

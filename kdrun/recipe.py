@@ -7,6 +7,7 @@ batch 64, SGD momentum 0.9, lr 0.05 decayed x0.1 at epochs 150/180/210, weight d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -20,6 +21,23 @@ class Recipe:
     lr_milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
     lr_gamma: float = 0.1
     eval_batch_size: int = 256
+    # How batches are made (kdrun.data.loaders): "device" = GPU-resident uint8 data augmented
+    # on the device (also runs on CPU, same stream from a seed on both); "torch" = torchvision
+    # DataLoader; "auto" = device on CUDA for cifar100/synthetic, torch otherwise.
+    loader: Literal["auto", "torch", "device"] = "auto"
+    # Speed switches (kdrun.train.fast). "auto" = on on CUDA, off on CPU. Each is part of the
+    # job's config; the value a job actually ran with is in its result's `switches`.
+    # amp: bf16 autocast for the student's forward and the live teacher's (logits in float32).
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"  # NHWC activations for convolutions
+    # torch.compile of the student's (and live teacher's) full-batch step; CUDA graphs on CUDA.
+    compile: Literal["auto", "on", "off"] = "auto"
+    # Exact teacher-logit cache (kdrun.train.teacher_cache): the teacher's logits for every
+    # crop+flip view of the training set, computed once per teacher and dataset and shared by
+    # all jobs. Used only when exact (loader: device, a teacher, a method that needs only its
+    # logits), else the live teacher. "on": whenever exact; "auto": whenever exact and either
+    # the cache exists or this job alone pays for it (epochs >= 162, the views per image).
+    teacher_cache: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:

@@ -4,11 +4,15 @@ brute-force exact Kendall tau / Spearman rho."""
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from kdrun.methods import create
+from kdrun.methods import create, ranking
 from kdrun.methods.ranking import exact_rank, kendall_tau, soft_rank
 
 # --- references: the straightforward O(B*C^2)-memory versions, and brute force over pairs ---
@@ -56,6 +60,10 @@ def brute_spearman(s, t) -> float:
     return cov / (var_s * var_t) ** 0.5
 
 
+def per_row(fn, zs, zt) -> torch.Tensor:
+    return torch.tensor([fn(s.tolist(), t.tolist()) for s, t in zip(zs, zt, strict=True)])
+
+
 def logits(B, C, seed, dtype=torch.float64, ties=False):
     g = torch.Generator().manual_seed(seed)
     if ties:  # few distinct values: many tied pairs
@@ -93,7 +101,12 @@ def test_soft_rank_fast_equals_reference(chunk, ties):
     torch.testing.assert_close(g_fast, g_ref)
 
 
-def test_fast_paths_match_reference_at_float32_and_larger_size():
+@pytest.mark.parametrize("budget", [None, 16 * 200 * 7])
+def test_fast_paths_match_reference_at_float32_and_larger_size(budget, monkeypatch):
+    """Default blocks (one block here), and a small budget: blocks of growing height."""
+    if budget:
+        monkeypatch.setitem(ranking.CHUNK_ELEMENTS, "cpu", budget)
+        assert len({b.stop - b.start for b in ranking._blocks(torch.zeros(16, 200), None)}) > 3
     zs = logits(16, 200, 3, torch.float32).requires_grad_()
     zt = logits(16, 200, 4, torch.float32)
     fast, ref = kendall_tau(zs, zt, 100.0, 100.0), naive_kendall(zs, zt, 100.0, 100.0)
@@ -102,6 +115,9 @@ def test_fast_paths_match_reference_at_float32_and_larger_size():
     torch.testing.assert_close(g_fast, g_ref, atol=1e-5, rtol=1e-4)
     r_fast, r_ref = soft_rank(zs, 0.1), naive_soft_rank(zs, 0.1)
     torch.testing.assert_close(r_fast, r_ref, atol=1e-3, rtol=1e-5)
+    w = torch.randn_like(r_ref)
+    g_fast, g_ref = (torch.autograd.grad((r * w).sum(), zs)[0] for r in (r_fast, r_ref))
+    torch.testing.assert_close(g_fast, g_ref, atol=1e-3, rtol=1e-4)
 
 
 def test_gradcheck():
@@ -120,7 +136,7 @@ def test_kendall_converges_to_exact_tau(ties):
     zs, zt = logits(6, 8, 7, ties=ties), logits(6, 8, 8, ties=ties)
     if not ties:  # round to a 1e-2 grid: every nonzero gap is >= 1e-2 (and no ties appear)
         zs, zt = (z.mul(100).round().div(100) for z in (zs, zt))
-    exact = torch.tensor([brute_kendall(s.tolist(), t.tolist()) for s, t in zip(zs, zt)])
+    exact = per_row(brute_kendall, zs, zt)
     errors = [
         (kendall_tau(zs, zt, k, k).float() - exact).abs().max().item()
         for k in (1.0, 10.0, 100.0, 1e4)
@@ -143,7 +159,7 @@ def test_soft_rank_limit_is_exact_rank_and_spearman(ties):
     zs, zt = (z.mul(100).round().div(100) for z in (zs, zt))  # gaps >= 1e-2 or exact ties
     torch.testing.assert_close(soft_rank(zs, 1e-4), exact_rank(zs))
     cmkd = create("cmkd", rank_eps=1e-4, zscore=False)
-    rho = torch.tensor([brute_spearman(s.tolist(), t.tolist()) for s, t in zip(zs, zt)])
+    rho = per_row(brute_spearman, zs, zt)
     torch.testing.assert_close(cmkd.spearman(zs, zt), 1 - rho.to(zs.dtype), atol=1e-6, rtol=0)
 
 
@@ -153,3 +169,52 @@ def test_soft_rank_is_soft_at_moderate_eps():
     r = soft_rank(z, 0.5)
     assert (r - exact_rank(z)).abs().max() > 1e-2
     assert torch.autograd.grad(r[:, 0].sum(), z)[0].abs().sum() > 0
+
+
+# --- memory: the point of the chunked path ---
+
+PEAK_SCRIPT = """
+import sys
+from pathlib import Path
+import torch
+sys.path.insert(0, "tests")
+import test_ranking as T
+from kdrun.methods.ranking import kendall_tau, soft_rank
+
+def hwm_kb():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return dict(line.split(":", 1) for line in status)["VmHWM"].split()[0]
+
+def step(B, C, naive):
+    zs, zt = torch.randn(B, C, requires_grad=True), torch.randn(B, C)
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = int(hwm_kb())
+    if naive:
+        loss = T.naive_kendall(zs, zt, 100.0, 100.0).sum() + T.naive_soft_rank(zs, 0.1).sum()
+    else:
+        loss = kendall_tau(zs, zt, 100.0, 100.0).sum() + soft_rank(zs, 0.1).sum()
+    loss.backward()
+    return (int(hwm_kb()) - before) / 1024
+
+step(4, 10, False)  # start autograd and OpenMP threads first
+print(step(128, 500, False), step(128, 500, True))  # fast first: naive leaves freed memory
+"""
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    """Peak-RSS growth (MB) of the fast and the naive path, in a fresh process."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("cannot reset the peak RSS here (needs Linux /proc/self/clear_refs)")
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-c", PEAK_SCRIPT]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    fast, naive = map(float, out.stdout.split()[-2:])
+    return fast, naive
+
+
+def test_chunked_path_uses_a_fraction_of_the_naive_memory():
+    """B=128, C=500: the naive broadcast needs ~128 MB per [B, C, C] tensor, several at once."""
+    fast, naive = peak_rss_mb()
+    assert naive > 400, naive  # the measurement sees the naive tensors
+    assert fast < 160 and fast < naive / 3, (fast, naive)

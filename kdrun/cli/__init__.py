@@ -1,6 +1,6 @@
 """kdrun's command line: `kdrun enqueue | worker | status | report | db`."""
 
-from kdrun.cli import db, jobs, report, work  # noqa: F401  (command registration)
+from kdrun.cli import db, export, jobs, models, report, teachers, work  # noqa: F401  (registration)
 from kdrun.cli.app import app
 
 

@@ -1,56 +1,87 @@
-"""`kdrun worker`: claim and train jobs on one device."""
+"""`kdrun worker`: claim and train jobs on the CPU or on one or more GPUs."""
 
 from __future__ import annotations
 
 import torch
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from kdrun.cli.app import Settings, app, console
 from kdrun.errors import UserError
 from kdrun.worker import WorkerOptions, work
 
 
-def pick_device(gpu: int | None, cpu: bool) -> str:
+def pick_devices(gpu: str | None, cpu: bool) -> list[str]:
+    """`--gpu 0`, `--gpu 0,1,2,3`, `--gpu all` or `--cpu` as devices. Asking for a GPU where
+    CUDA is unavailable is an error, never a silent CPU run."""
     if gpu is not None and cpu:
-        raise UserError("give either --gpu N or --cpu, not both")
-    if gpu is not None:
-        if not torch.cuda.is_available():
-            raise UserError(f"--gpu {gpu}: CUDA is not available on this machine; use --cpu")
-        if not 0 <= gpu < torch.cuda.device_count():
-            raise UserError(f"--gpu {gpu}: valid GPU indices are 0..{torch.cuda.device_count() - 1}")
-        return f"cuda:{gpu}"
-    if cpu or not torch.cuda.is_available():
-        return "cpu"
-    return "cuda:0"
+        raise UserError("give either --gpu or --cpu, not both")
+    if gpu is None:
+        return ["cpu"] if cpu or not torch.cuda.is_available() else ["cuda:0"]
+    if not torch.cuda.is_available():
+        raise UserError(f"--gpu {gpu}: CUDA is not available on this machine "
+                        f"(torch {torch.__version__}); use --cpu")
+    count = torch.cuda.device_count()
+    if gpu.strip().lower() == "all":
+        return [f"cuda:{i}" for i in range(count)]
+    try:
+        indices = [int(x) for x in gpu.split(",")]
+    except ValueError:
+        raise UserError(f"--gpu {gpu}: expected an index, a list like 0,1,2,3, or 'all'") from None
+    bad = [i for i in indices if not 0 <= i < count]
+    if bad:
+        raise UserError(f"--gpu {gpu}: no GPU {bad[0]}; valid indices are 0..{count - 1}")
+    if len(set(indices)) != len(indices):
+        raise UserError(f"--gpu {gpu}: a GPU is listed twice; use --slots to run several "
+                        "jobs on one GPU")
+    return [f"cuda:{i}" for i in indices]
 
 
 @app.command()
 def worker(
     ctx: typer.Context,
-    gpu: int = typer.Option(None, "--gpu", help="GPU index to train on"),
+    gpu: str = typer.Option(None, "--gpu", help="GPU index, list (0,1,2,3) or 'all'"),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU"),
+    slots: int = typer.Option(1, "--slots", min=1, help="Jobs at once on each GPU (or the CPU)"),
     until_empty: bool = typer.Option(False, "--until-empty", help="Exit when nothing is runnable"),
     max_jobs: int = typer.Option(None, "--max-jobs", min=1, help="Exit after this many jobs"),
     lease_seconds: float = typer.Option(300.0, "--lease-seconds", min=1.0,
-                                        help="Lease length; renewed several times per lease"),
-    num_workers: int = typer.Option(0, "--loader-workers", min=0,
-                                    help="DataLoader worker processes"),
+                                        help="Lease length; renewed 4 times per lease"),
+    backoff_seconds: float = typer.Option(30.0, "--backoff-seconds", min=0.0,
+                                          help="Delay before a failed job runs again "
+                                               "(doubles per attempt)"),
+    poll_seconds: float = typer.Option(5.0, "--poll-seconds", min=0.05,
+                                       help="How often an idle worker looks for work"),
+    max_failures: int = typer.Option(5, "--max-failures", min=1,
+                                     help="Stop after this many jobs fail in a row (10 min)"),
+    loader_workers: int = typer.Option(0, "--loader-workers", min=0,
+                                       help="DataLoader worker processes"),
+    download: bool = typer.Option(False, "--download", help="Fetch missing datasets"),
 ) -> None:
-    """Claim runnable jobs one at a time and train them."""
+    """Claim runnable jobs and train each in a supervised child process."""
     settings: Settings = ctx.obj
-    device = pick_device(gpu, cpu)
+    devices = pick_devices(gpu, cpu)
     db = settings.open()
-    opts = WorkerOptions(runs_dir=settings.runs_dir, data_dir=settings.data_dir, device=device,
-                         until_empty=until_empty, max_jobs=max_jobs, lease_seconds=lease_seconds,
-                         num_workers=num_workers)
-    console.print(f"worker on {device}, database {db.display_url}")
-    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("train", total=1, epoch=0)
+    opts = WorkerOptions(runs_dir=settings.runs_dir, data_dir=settings.data_dir,
+                         devices=devices, slots=slots, lease_seconds=lease_seconds,
+                         backoff_seconds=backoff_seconds, until_empty=until_empty,
+                         max_jobs=max_jobs, poll_seconds=poll_seconds,
+                         max_failures=max_failures, loader_workers=loader_workers,
+                         download=download)
+    console.print(f"worker on {', '.join(devices)} x {slots} slot(s), database {db.display_url}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
 
-        def on_step(epoch: int, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, epoch=epoch)
+        def progress(slot: str, desc: str | None, done: int, total: int) -> None:
+            if slot not in tasks:
+                tasks[slot] = bar.add_task("", total=1, visible=False)
+            bar.update(tasks[slot], description=desc or "", completed=done, total=total or 1,
+                       visible=desc is not None)
 
-        n = work(db, opts, on_step=on_step, log=console.print)
-    console.print(f"worker done: {n} job(s) run")
+        summary = work(db, opts, log=console.print, progress=progress)
+    if summary.stopped_because:
+        console.print(f"worker stopped: {summary.stopped_because}")
+    console.print(f"worker done: {summary.jobs} job(s) run")
+    if summary.failed_over:
+        raise typer.Exit(1)

@@ -9,6 +9,7 @@ from torchvision.transforms import v2 as T
 
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
 
 
 def cifar_transform(train: bool, mean=CIFAR100_MEAN, std=CIFAR100_STD) -> T.Compose:
@@ -20,13 +21,19 @@ def cifar_transform(train: bool, mean=CIFAR100_MEAN, std=CIFAR100_STD) -> T.Comp
 
 
 class ArrayImages(Dataset):
-    """Images as a uint8 NHWC array (CIFAR's own layout) plus integer labels."""
+    """Images as a uint8 NHWC array (CIFAR's own layout) plus integer labels.
 
-    def __init__(self, data: np.ndarray, targets: np.ndarray, transform=None) -> None:
+    `stats` names the normalization when `transform` is the CIFAR pipeline; only then can the
+    device-resident loader (kdrun.data.device_loader) reproduce the pipeline on the GPU.
+    """
+
+    def __init__(self, data: np.ndarray, targets: np.ndarray, transform=None,
+                 stats: Stats | None = None) -> None:
         assert data.dtype == np.uint8 and data.ndim == 4 and data.shape[-1] == 3
         self.data = data
         self.targets = np.asarray(targets, dtype=np.int64)
         self.transform = transform
+        self.stats = stats
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -36,3 +43,10 @@ class ArrayImages(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.targets[i])
+
+
+def cifar_images(data: np.ndarray, targets: np.ndarray, train: bool,
+                 mean=CIFAR100_MEAN, std=CIFAR100_STD) -> ArrayImages:
+    """An ArrayImages with the CIFAR pipeline, usable by both the torchvision and device loaders."""
+    return ArrayImages(data, targets, cifar_transform(train, mean, std),
+                       stats=(tuple(mean), tuple(std)))

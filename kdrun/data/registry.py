@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,9 @@ def entry(name: str) -> DatasetEntry:
     try:
         return _DATASETS[name]
     except KeyError:
-        raise UserError(f"unknown dataset {name!r}; valid datasets: {', '.join(available())}") from None
+        raise UserError(
+            f"unknown dataset {name!r}; valid datasets: {', '.join(available())}"
+        ) from None
 
 
 def resolve(cfg: Any, where: str = "dataset") -> dict[str, Any]:
@@ -57,20 +59,27 @@ def resolve(cfg: Any, where: str = "dataset") -> dict[str, Any]:
     if isinstance(cfg, str):
         cfg = {"name": cfg}
     if not isinstance(cfg, dict) or "name" not in cfg:
-        raise UserError(f"{where}: expected a mapping with a 'name' (one of {', '.join(available())})")
+        raise UserError(
+            f"{where}: expected a mapping with a 'name' (one of {', '.join(available())})"
+        )
     rest = {k: v for k, v in cfg.items() if k != "name"}
     name = cfg["name"]
     try:
         params = build(entry(name).params, rest, f"{where}")
     except UserError as e:
-        raise UserError(f"{where}.name: {e}" if str(e).startswith("unknown dataset") else str(e)) from None
+        msg = f"{where}.name: {e}" if str(e).startswith("unknown dataset") else str(e)
+        raise UserError(msg) from None
     return {"name": name, **as_dict(params)}
 
 
-def load(cfg: dict[str, Any], data_dir: Path) -> Splits:
+def load(cfg: dict[str, Any], data_dir: Path, download: bool = False) -> Splits:
+    """Build a dataset's splits. `download=True` (a worker's or command's --download) allows
+    fetching a missing dataset even when its config says `download: false`."""
     e = entry(cfg["name"])
     params = build(e.params, {k: v for k, v in cfg.items() if k != "name"}, "dataset")
-    return e.build(params, data_dir)
+    if download and hasattr(params, "download"):
+        params = replace(params, download=True)
+    return e.build(params, Path(data_dir))
 
 
 def num_classes(cfg: dict[str, Any]) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdrun.data.images import ArrayImages, cifar_transform
+from kdrun.data.images import cifar_images
 from kdrun.data.registry import Splits, register
 
 
@@ -47,7 +47,8 @@ def _make(p: SyntheticParams, protos: torch.Tensor, n: int, g: torch.Generator):
     x = protos[labels] * contrast
     x = x + p.noise * (_smooth(g, n, 8) + 0.5 * torch.randn(n, 3, 32, 32, generator=g))
     shifts = torch.randint(-3, 4, (n, 2), generator=g)
-    x = torch.stack([torch.roll(xi, tuple(s.tolist()), dims=(1, 2)) for xi, s in zip(x, shifts)])
+    x = torch.stack([torch.roll(xi, tuple(s.tolist()), dims=(1, 2))
+                     for xi, s in zip(x, shifts, strict=True)])
     u8 = ((x * 0.22 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
     return u8.permute(0, 2, 3, 1).contiguous().numpy(), labels.numpy()
 
@@ -68,8 +69,8 @@ def generate(p: SyntheticParams):
 def build(p: SyntheticParams, data_dir: Path) -> Splits:
     xtr, ytr, xte, yte = generate(p)
     return Splits(
-        train=ArrayImages(xtr, ytr, cifar_transform(train=True)),
-        test=ArrayImages(xte, yte, cifar_transform(train=False)),
+        train=cifar_images(xtr, ytr, train=True),
+        test=cifar_images(xte, yte, train=False),
         val=None,
         num_classes=p.num_classes,
         image_size=32,

@@ -2,19 +2,25 @@
 
 SQLite runs in WAL mode with a busy timeout on every connection; write transactions start
 with BEGIN IMMEDIATE (take the write lock up front, so two claimers serialize instead of
-deadlocking on lock upgrade) while reads stay DEFERRED and never block workers.
+deadlocking on lock upgrade) while reads stay DEFERRED and never block workers. When the lock
+is still held after the busy timeout (or PostgreSQL reports a serialization failure or a
+deadlock), `retrying` runs the whole transaction again after a randomized back-off.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session
 
 from kdrun.errors import UserError
@@ -28,7 +34,7 @@ def parse_url(text: str) -> URL:
         url = make_url(text)
     except ArgumentError:
         raise UserError(f"invalid database URL {redact(text)!r}; expected {URL_FORMS}") from None
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("psycopg2", ""):
+    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         url = url.set(drivername="postgresql+psycopg")  # kdrun ships the psycopg 3 driver
     if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
         raise UserError(f"unsupported database {url.drivername!r}; expected {URL_FORMS}")
@@ -51,12 +57,12 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database)
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, busy_timeout_s: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout = 30000")
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
@@ -71,7 +77,7 @@ def _tune_sqlite(engine: Engine) -> None:
 class Database:
     """One job database. `write()` and `read()` give short-lived sessions."""
 
-    def __init__(self, url: str, *, create: bool = False) -> None:
+    def __init__(self, url: str, *, create: bool = False, busy_timeout_s: float = 30.0) -> None:
         self.url = parse_url(url)
         self.display_url = redact(self.url)
         path = sqlite_path(self.url)
@@ -91,7 +97,7 @@ class Database:
             ) from None
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
-            _tune_sqlite(self.engine)
+            _tune_sqlite(self.engine, busy_timeout_s)
         self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
 
     @contextmanager
@@ -107,6 +113,43 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# SQLite: the write lock was still taken after the busy timeout. PostgreSQL (SQLSTATE):
+# serialization failure, deadlock detected, lock not available. Nothing was committed.
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database is busy")
+_PG_TRANSIENT = {"40001", "40P01", "55P03"}
+RETRIES = 8
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def is_transient(e: DBAPIError) -> bool:
+    """Whether the database refused the transaction only because of contention."""
+    if getattr(e.orig, "sqlstate", None) in _PG_TRANSIENT:
+        return True
+    return any(m in str(e.orig).lower() for m in _SQLITE_TRANSIENT)
+
+
+def retrying(fn: Callable[P, T]) -> Callable[P, T]:
+    """Rerun `fn` -- one complete transaction -- when the database was merely too busy to take
+    it, with jittered exponential back-off (50 ms doubling to 2 s, 8 tries)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        delay = 0.05
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as e:
+                if attempt == RETRIES or not is_transient(e):
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(2 * delay, 2.0)
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 def default_url() -> str:

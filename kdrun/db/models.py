@@ -96,6 +96,9 @@ class Result(Base):
     kl: Mapped[float | None] = mapped_column(Float)
     checkpoint: Mapped[str | None] = mapped_column(String(500))
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # How it ran, as resolved on its device (kdrun.train.fast, kdrun.train.teacher_cache):
+    # {"device", "amp", "channels_last", "compile", "loader", "teacher", "teacher_note"}.
+    switches: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     job: Mapped[Job] = relationship(back_populates="result")
 

@@ -1,8 +1,10 @@
 """The job queue: enqueue, atomic claim under a lease, and lease-fenced writes.
 
 Every write a worker makes about a job names the job *and* the lease token it was given at
-claim time; when the lease has expired and the job was claimed again, the token no longer
-matches, the write changes nothing, and the worker gets `LeaseLost`.
+claim time; when the lease has expired and the job was claimed again (or it was cancelled),
+the token no longer matches, the write changes nothing, and the worker gets `LeaseLost`.
+Leases are judged by the database clock only. Each function here is one short transaction,
+rerun by `retrying` when the database is momentarily locked.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session, aliased
 
 from kdrun.db.clock import db_now
-from kdrun.db.engine import Database
+from kdrun.db.engine import Database, retrying
 from kdrun.db.models import Attempt, EpochMetric, Job, Result, Teacher
 from kdrun.spec import JobSpec
 
@@ -37,6 +39,7 @@ class Claim:
     teacher_checkpoint: str | None  # the finished teacher job's checkpoint, when there is one
 
 
+@retrying
 def enqueue(db: Database, grid: str, specs: Sequence[JobSpec]) -> tuple[int, int]:
     """Insert the jobs not yet present, all in one transaction: (added, already present)."""
     with db.write() as s:
@@ -61,7 +64,7 @@ def enqueue(db: Database, grid: str, specs: Sequence[JobSpec]) -> tuple[int, int
         return len(specs) - present, present
 
 
-def _runnable(s: Session):
+def _runnable() -> ColumnElement[bool]:
     dep = aliased(Job)
     ready = or_(
         Job.depends_on_id.is_(None),
@@ -70,38 +73,56 @@ def _runnable(s: Session):
     return and_(Job.state == "queued", Job.not_before <= db_now(), ready)
 
 
-def reap(s: Session) -> int:
-    """Return jobs whose lease expired to the queue with back-off, or fail them when out of
-    attempts. Runs inside every claim (and `kdrun reap`)."""
-    expired = and_(Job.state == "running", Job.lease_expires_at < db_now())
-    tokens = [t for (t,) in s.execute(select(Job.lease_token).where(expired))]
-    if not tokens:
-        return 0
-    s.execute(
-        update(Attempt).where(Attempt.lease_token.in_(tokens), Attempt.outcome.is_(None))
-        .values(outcome="expired", ended_at=db_now(), error="lease expired (worker lost)")
-    )
-    s.execute(
-        update(Job).where(expired, Job.attempts >= Job.max_attempts)
-        .values(state="failed", lease_token=None, finished_at=db_now(),
-                error="lease expired on the last attempt: the worker died or hung")
-    )
-    s.execute(
-        update(Job).where(expired)
-        .values(state="queued", lease_token=None, lease_expires_at=None,
-                not_before=db_now() + BACKOFF_S * func.power(2, Job.attempts - 1))
-    )
-    return len(tokens)
+def _skip_locked(s: Session, q):
+    """On PostgreSQL, lock the rows we pick and pass over rows another claimer holds (SQLite
+    has no row locks: BEGIN IMMEDIATE already made this transaction the only writer)."""
+    if s.get_bind().dialect.name == "postgresql":
+        return q.with_for_update(skip_locked=True, of=Job)
+    return q
 
 
-def claim(db: Database, worker: str, lease_seconds: float) -> Claim | None:
+def _backoff(backoff_s: float, attempt: int):
+    """When a job that failed (or whose worker vanished) on attempt n may run again: the
+    back-off doubles with every attempt used."""
+    return db_now() + backoff_s * 2 ** max(attempt - 1, 0)
+
+
+def reap(s: Session, backoff_s: float = BACKOFF_S) -> tuple[int, int]:
+    """Take back jobs whose lease expired: queued again after a back-off, or failed when they
+    have used all their attempts. Runs inside every claim (and `kdrun reap`).
+    Returns (requeued, failed)."""
+    expired = _skip_locked(s, select(Job.id, Job.lease_token, Job.attempts, Job.max_attempts)
+                           .where(Job.state == "running", Job.lease_expires_at < db_now()))
+    requeued = failed = 0
+    for job_id, token, attempts, max_attempts in s.execute(expired).all():
+        why = f"lease expired on attempt {attempts}/{max_attempts}: the worker died or hung"
+        if attempts >= max_attempts:
+            values = {"state": "failed", "finished_at": db_now()}
+            failed += 1
+        else:
+            values = {"state": "queued", "not_before": _backoff(backoff_s, attempts)}
+            requeued += 1
+        s.execute(update(Job).where(Job.id == job_id, Job.lease_token == token)
+                  .values(lease_token=None, lease_expires_at=None, progress=None, error=why,
+                          **values))
+        _end_attempt(s, token, "expired", why)
+    return requeued, failed
+
+
+@retrying
+def reap_expired(db: Database, backoff_s: float = BACKOFF_S) -> tuple[int, int]:
+    with db.write() as s:
+        return reap(s, backoff_s)
+
+
+@retrying
+def claim(db: Database, worker: str, lease_seconds: float,
+          backoff_s: float = BACKOFF_S) -> Claim | None:
     """Atomically take the next runnable job (teachers first), or None when there is none."""
     with db.write() as s:  # BEGIN IMMEDIATE on SQLite: claimers serialize here
-        reap(s)
-        q = select(Job.id).where(_runnable(s)).order_by(Job.priority.desc(), Job.id).limit(1)
-        if not db.is_sqlite:
-            q = q.with_for_update(skip_locked=True)
-        job_id = s.execute(q).scalar()
+        reap(s, backoff_s)
+        q = select(Job.id).where(_runnable()).order_by(Job.priority.desc(), Job.id).limit(1)
+        job_id = s.execute(_skip_locked(s, q)).scalar()
         if job_id is None:
             return None
         token = secrets.token_hex(16)
@@ -110,7 +131,7 @@ def claim(db: Database, worker: str, lease_seconds: float) -> Claim | None:
             .values(state="running", worker=worker, lease_token=token,
                     lease_expires_at=db_now() + lease_seconds, heartbeat_at=db_now(),
                     attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, db_now()),
-                    error=None)
+                    error=None, progress=None)
         ).rowcount
         if n != 1:
             return None
@@ -135,16 +156,32 @@ def _fence(s: Session, c: Claim, **values: Any) -> None:
         raise LeaseLost(f"job {c.job_id}: lease {c.token[:8]} is no longer held")
 
 
+def _end_attempt(s: Session, token: str, outcome: str, error: str | None = None) -> None:
+    s.execute(update(Attempt).where(Attempt.lease_token == token, Attempt.outcome.is_(None))
+              .values(outcome=outcome, ended_at=db_now(), error=error))
+
+
+@retrying
 def heartbeat(db: Database, c: Claim, lease_seconds: float) -> None:
+    """Extend the lease to `lease_seconds` from now (database clock)."""
     with db.write() as s:
         _fence(s, c, lease_expires_at=db_now() + lease_seconds, heartbeat_at=db_now())
 
 
-def set_run_dir(db: Database, c: Claim, run_dir: str, provenance: dict[str, str]) -> None:
+@retrying
+def set_run_dir(db: Database, c: Claim, run_dir: str) -> None:
     with db.write() as s:
-        _fence(s, c, run_dir=run_dir, **provenance)
+        _fence(s, c, run_dir=run_dir)
 
 
+@retrying
+def set_provenance(db: Database, c: Claim, provenance: dict[str, str]) -> None:
+    """kdrun and torch versions and the device name of the process that trains the job."""
+    with db.write() as s:
+        _fence(s, c, **provenance)
+
+
+@retrying
 def record_epoch(db: Database, c: Claim, row: dict[str, Any], progress: dict[str, Any]) -> None:
     """Store one epoch's metrics (replacing any from an interrupted earlier attempt)."""
     with db.write() as s:
@@ -154,11 +191,7 @@ def record_epoch(db: Database, c: Claim, row: dict[str, Any], progress: dict[str
         s.execute(insert(EpochMetric).values(job_id=c.job_id, **row))
 
 
-def _end_attempt(s: Session, c: Claim, outcome: str, error: str | None = None) -> None:
-    s.execute(update(Attempt).where(Attempt.lease_token == c.token)
-              .values(outcome=outcome, ended_at=db_now(), error=error))
-
-
+@retrying
 def succeed(db: Database, c: Claim, result: dict[str, Any], teacher: dict[str, Any] | None) -> None:
     """Mark the job done with its result; a trained teacher also enters the registry."""
     with db.write() as s:
@@ -166,34 +199,71 @@ def succeed(db: Database, c: Claim, result: dict[str, Any], teacher: dict[str, A
                lease_expires_at=None, progress=None)
         s.execute(delete(Result).where(Result.job_id == c.job_id))
         s.execute(insert(Result).values(job_id=c.job_id, **result))
-        _end_attempt(s, c, "succeeded")
+        _end_attempt(s, c.token, "succeeded")
         if teacher is not None and s.execute(
             select(Teacher.id).where(Teacher.name == teacher["name"])
         ).first() is None:
             s.execute(insert(Teacher).values(job_id=c.job_id, created_at=db_now(), **teacher))
 
 
-def fail(db: Database, c: Claim, error: str, *, retry: bool) -> str:
+@retrying
+def fail(db: Database, c: Claim, error: str, *, retry: bool, backoff_s: float = BACKOFF_S) -> str:
     """Record a failed attempt: back to the queue with back-off while attempts remain and the
-    error is retryable, else failed. Returns the new state."""
+    error is retryable, else failed. Returns the job's new state."""
     with db.write() as s:
-        job = s.get(Job, c.job_id)
-        again = retry and job is not None and job.attempts < job.max_attempts
-        state = "queued" if again else "failed"
-        extra = {"not_before": db_now() + BACKOFF_S * 2 ** (c.attempt - 1)} if again else {
-            "finished_at": db_now()}
-        _fence(s, c, state=state, error=error, lease_token=None, lease_expires_at=None,
-               progress=None, **extra)
-        _end_attempt(s, c, "failed", error)
-        return state
+        attempts, max_attempts = s.execute(
+            select(Job.attempts, Job.max_attempts).where(Job.id == c.job_id)).one()
+        if retry and attempts < max_attempts:
+            values = {"state": "queued", "not_before": _backoff(backoff_s, attempts)}
+        else:
+            values = {"state": "failed", "finished_at": db_now()}
+        _fence(s, c, error=error, lease_token=None, lease_expires_at=None, progress=None,
+               **values)
+        _end_attempt(s, c.token, "failed", error)
+        return values["state"]
 
 
+@retrying
 def requeue(db: Database, c: Claim, reason: str) -> None:
     """Give the job back without using up an attempt (graceful shutdown)."""
     with db.write() as s:
         _fence(s, c, state="queued", lease_token=None, lease_expires_at=None, progress=None,
                attempts=Job.attempts - 1)
-        _end_attempt(s, c, "requeued", reason)
+        _end_attempt(s, c.token, "requeued", reason)
+
+
+def select_jobs(ids: Sequence[int] = (), grid: str | None = None) -> ColumnElement[bool]:
+    """The jobs named by id and/or grid; every job when neither is given."""
+    conds = []
+    if ids:
+        conds.append(Job.id.in_(list(ids)))
+    if grid:
+        conds.append(Job.grid == grid)
+    return and_(true(), *conds)
+
+
+@retrying
+def cancel(db: Database, which: ColumnElement[bool]) -> int:
+    """Cancel queued and running jobs. A running job's worker learns it at its next fenced
+    write (heartbeat at the latest) and stops its training process."""
+    with db.write() as s:
+        live = and_(which, Job.state.in_(("queued", "running")))
+        tokens = [t for (t,) in s.execute(select(Job.lease_token).where(live)) if t]
+        n = s.execute(update(Job).where(live).values(
+            state="cancelled", lease_token=None, lease_expires_at=None, progress=None,
+            finished_at=db_now())).rowcount
+        for token in tokens:
+            _end_attempt(s, token, "cancelled", "cancelled by `kdrun cancel`")
+        return n
+
+
+@retrying
+def retry(db: Database, which: ColumnElement[bool]) -> int:
+    """Failed and cancelled jobs back to the queue with a fresh set of attempts. A job resumes
+    from its last checkpoint; delete its run directory to start it over."""
+    with db.write() as s:
+        return s.execute(update(Job).where(which, Job.state.in_(("failed", "cancelled"))).values(
+            state="queued", attempts=0, not_before=0.0, error=None, finished_at=None)).rowcount
 
 
 def counts(db: Database) -> dict[str, int]:

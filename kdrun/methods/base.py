@@ -29,6 +29,9 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     needs_teacher: ClassVar[bool] = True
+    # The loss sees nothing of the teacher but its logits, so cached logits can stand in for
+    # the teacher's forward (kdrun.train.teacher_cache). False for feature-based methods.
+    teacher_logits_only: ClassVar[bool] = True
 
     def __init__(self, params: Any = None, **hparams: Any) -> None:
         super().__init__()

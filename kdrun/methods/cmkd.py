@@ -65,11 +65,13 @@ class CMKD(AddOnMethod):
     point, a differentiable sort for the ranks, a z-score step. Everything else is a
     reconstruction (defaults in brackets):
     - `rank_op` [pairwise_sigmoid]: `r_i = 1 + sum_{j!=i} sigmoid((z_i - z_j)/rank_eps)`,
-      exact (ties averaged) as rank_eps -> 0; `rank_eps` [0.1];
+      exact (ties averaged) as rank_eps -> 0; `rank_eps` [0.1]. The only operator so far; a
+      sorting-network or projection-based soft rank would be further choices here;
     - `zscore` [on]: soft-rank z-scored logits, so rank_eps is in units of the sample's std
       and L_S is invariant to positive affine maps of the logits;
-    - `teacher_rank` [exact]: exact teacher ranks; "soft" ranks the teacher with the same
-      operator, which makes L_S exactly 0 at zs = zt (with exact ranks it is only ~0);
+    - `teacher_rank` [exact]: exact teacher ranks. Then L_S at zs = zt is not 0 but
+      1 - corr(soft ranks, exact ranks), small and -> 0 with rank_eps; "soft" ranks the
+      teacher with the same operator, which makes L_S exactly 0 (its minimum) at zs = zt;
     - `difficulty` [teacher_entropy]: H(softmax(zt)) / log C; "teacher_error": 1 - pt[label];
       "disagreement": total variation between softmax(zs) and softmax(zt) (no gradient);
     - `intra` [on]: DIST's intra-class term; T=4, beta=gamma=2, ce_weight=1 (DIST's).

@@ -64,9 +64,13 @@ def addon_params(cls: type[Method]) -> type:
     """`cls.Params` without `ce_weight`: what a grid may set for `cls` used as an add-on."""
     types = field_types(cls.Params)  # resolved: the annotations are strings
     fields = [
-        (f.name, types[f.name], f) for f in dataclasses.fields(cls.Params) if f.name != "ce_weight"
+        (f.name, types[f.name], dataclasses.field(default=f.default))
+        for f in dataclasses.fields(cls.Params)
+        if f.name != "ce_weight"
     ]
-    return dataclasses.make_dataclass(f"{cls.__name__}AddOnParams", fields)
+    post_init = getattr(cls.Params, "__post_init__", None)  # keep the value checks
+    namespace = {"__post_init__": post_init} if post_init else {}
+    return dataclasses.make_dataclass(f"{cls.__name__}AddOnParams", fields, namespace=namespace)
 
 
 class Composite(Method):

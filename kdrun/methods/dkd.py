@@ -51,9 +51,8 @@ def warmup_factor(epoch: int, warmup: int) -> float:
 class DKD(Method):
     """`ce_weight*CE + min(epoch/warmup, 1) * T^2 * (alpha*TCKD + beta*NCKD)`.
 
-    `epoch` is whatever the trainer passes; mdistiller counts epochs from 1, so with a
-    0-based count the first epoch here has no KD term. Model names are matched ignoring case
-    and `_`/`-` (`wrn_40_2` = `WRN-40-2`).
+    `epoch` counts from 1, as in kdrun's trainer and mdistiller: the first epoch has weight
+    1/warmup. Model names are matched ignoring case and `_`/`-` (`wrn_40_2` = `WRN-40-2`).
     """
 
     name = "dkd"

@@ -1,38 +1,96 @@
-"""Rendering a report table: rich terminal table, Markdown, CSV, JSON."""
+"""Rendering a report: rich terminal table, Markdown, CSV, LaTeX, JSON.
+
+Terminal, Markdown and LaTeX show the formatted table with its title and notes; CSV and JSON
+carry the long form with full-precision numbers, for scripts (CSV parses back to the same
+numbers the table was built from).
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import math
 
-import pandas as pd
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
-FORMATS = ("table", "markdown", "csv", "json")
+from kdrun.report.latex import latex
+from kdrun.report.table import Report
+
+FORMATS = ("table", "markdown", "csv", "latex", "json")
 
 
-def rich_table(table: pd.DataFrame, title: str) -> Table:
-    t = Table(title=title)
-    t.add_column(table.index.name or "")
-    for c in table.columns:
+def rich_table(report: Report) -> Group:
+    t = Table(title=report.title)
+    t.add_column(report.wide.index.name or "")
+    for c in report.wide.columns:
         t.add_column(str(c), justify="right")
-    for idx, row in table.iterrows():
-        t.add_row(str(idx), *map(str, row.tolist()))
-    return t
+    rules = set(report.rules_after)
+    for idx, row in report.wide.iterrows():
+        t.add_row(str(idx), *map(str, row.tolist()), end_section=idx in rules)
+    return Group(t, *[Text(f"  {n}", style="dim") for n in report.notes])
 
 
-def markdown(table: pd.DataFrame, title: str) -> str:
-    cols = [table.index.name or ""] + [str(c) for c in table.columns]
-    lines = [f"**{title}**", "", "| " + " | ".join(cols) + " |",
-             "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
-    for idx, row in table.iterrows():
-        lines.append("| " + " | ".join([str(idx), *map(str, row.tolist())]) + " |")
+def text(report: Report, width: int = 240) -> str:
+    """The terminal table as plain text (for `--out` with the default format)."""
+    console = Console(record=True, width=width, file=io.StringIO())
+    console.print(rich_table(report))
+    return console.export_text()
+
+
+def markdown(report: Report) -> str:
+    wide = report.wide
+    if wide.empty:
+        return "\n".join([f"**{report.title}**", "", "(nothing to show yet)", "",
+                          *[f"- {_md(n)}" for n in report.notes]]) + "\n"
+    cols = [wide.index.name or ""] + [str(c) for c in wide.columns]
+    lines = [f"**{report.title}**", "", "| " + " | ".join(_md(c) for c in cols) + " |",
+             "|" + "|".join(["---"] + ["---:"] * len(wide.columns)) + "|"]
+    for idx, row in wide.iterrows():
+        lines.append("| " + " | ".join(_md(str(x)) for x in [idx, *row.tolist()]) + " |")
+    if report.notes:
+        lines.append("")
+        lines += [f"- {_md(n)}" for n in report.notes]
     return "\n".join(lines) + "\n"
 
 
-def csv(long: pd.DataFrame) -> str:
-    return long.to_csv(index=False)
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
-def to_json(long: pd.DataFrame, meta: dict) -> str:
-    recs = json.loads(long.to_json(orient="records"))
-    return json.dumps({**meta, "rows": recs}, indent=2) + "\n"
+def csv(report: Report) -> str:
+    buf = io.StringIO()
+    report.long.to_csv(buf, index=False, float_format="%.17g")
+    return buf.getvalue()
+
+
+def to_json(report: Report) -> str:
+    recs = [{k: _jsonable(v) for k, v in r.items()} for r in report.long.to_dict("records")]
+    doc = {"table": report.name, "title": report.title, **report.meta, "notes": report.notes,
+           "rows": recs}
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def _jsonable(v: object) -> object:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if hasattr(v, "item"):  # numpy scalars
+        return _jsonable(v.item())
+    return v
+
+
+def render(report: Report, fmt: str) -> str:
+    """Every format but the rich terminal table, as text."""
+    if fmt == "table":
+        return text(report)
+    if fmt == "markdown":
+        return markdown(report)
+    if fmt == "csv":
+        return csv(report)
+    if fmt == "latex":
+        return latex(report)
+    if fmt == "json":
+        return to_json(report)
+    raise ValueError(f"unknown format {fmt!r}")
+

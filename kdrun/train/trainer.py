@@ -4,6 +4,11 @@ The loop is deliberately plain (nanoGPT-style): set up, resume if a checkpoint e
 for each epoch train, evaluate, checkpoint atomically, and report. Everything needed to
 continue bit-for-bit -- weights, optimizer, schedule, best-so-far, RNG states -- is in the
 checkpoint, so a killed run resumes where its last finished epoch left off.
+
+How each step runs (bf16 autocast, channels_last, compile) is resolved in `fast`, the step
+itself lives in `step`, and where the teacher's logits come from (live forward or the exact
+logit cache) in `teacher_cache`; the values a job ran with are recorded in its result's
+`switches`.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from kdrun import checkpoints, data, methods, models
 from kdrun.errors import ConfigError
 from kdrun.recipe import Recipe
+from kdrun.train import fast, teacher_cache
 from kdrun.train.evaluate import agreement, predict, topk
+from kdrun.train.step import Step
 
 LAST = "last.pt"  # resumable training state, rewritten every epoch
 FINAL = "model.pt"  # final weights as {"model": state_dict}, the published checkpoint layout
@@ -50,6 +56,14 @@ class Run:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     teacher_checkpoint: Path | None = None  # resolved by the worker from the teacher's job
     num_workers: int = 0
+    download: bool = False  # may fetch a missing dataset (the worker's --download)
+    # Shared teacher-logit caches; None: <runs dir>/teacher_cache, the runs dir being the
+    # run directory's parent (as the worker lays runs out).
+    cache_dir: Path | None = None
+
+    @property
+    def teacher_cache_dir(self) -> Path:
+        return self.cache_dir or self.run_dir.parent / teacher_cache.DIR
 
 
 class Interrupted(Exception):
@@ -62,14 +76,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def teacher_path(run: Run) -> Path:
+    t = run.config["teacher"]
+    path = Path(t["checkpoint"]) if "checkpoint" in t else run.teacher_checkpoint
+    if path is None:
+        raise ConfigError(f"teacher {t['name']}: its training job has no checkpoint")
+    return path
+
+
+def teacher_sha256(run: Run) -> str:
+    """The teacher checkpoint's sha256: fixed at enqueue for files, hashed for trained ones."""
+    return run.config["teacher"].get("sha256") or checkpoints.sha256(teacher_path(run))
+
+
 def build_teacher(run: Run, num_classes: int) -> torch.nn.Module | None:
     t = run.config.get("teacher")
     if not t:
         return None
     dataset = run.config["dataset"]["name"]
-    path = Path(t["checkpoint"]) if "checkpoint" in t else run.teacher_checkpoint
-    if path is None:
-        raise ConfigError(f"teacher {t['name']}: its training job has no checkpoint")
+    path = teacher_path(run)
     if "sha256" in t and checkpoints.sha256(path) != t["sha256"]:
         raise ConfigError(
             f"teacher checkpoint {path} changed since enqueue (sha256 differs); re-enqueue the grid"
@@ -84,8 +109,11 @@ def build_teacher(run: Run, num_classes: int) -> torch.nn.Module | None:
 
 
 def _rng_state(loader_gen: torch.Generator) -> dict[str, Any]:
+    # numpy's key array travels as a tensor: weights-only loading refuses numpy objects.
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
-        "python": random.getstate(), "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(), "loader": loader_gen.get_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -93,7 +121,8 @@ def _rng_state(loader_gen: torch.Generator) -> dict[str, Any]:
 
 def _set_rng_state(s: dict[str, Any], loader_gen: torch.Generator) -> None:
     random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
+    kind, keys, pos, has_gauss, gauss = s["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(s["torch"])
     loader_gen.set_state(s["loader"])
     if s["cuda"] and torch.cuda.is_available():
@@ -105,27 +134,37 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
     hooks = hooks or Hooks()
     cfg, dev = run.config, run.device
     recipe = Recipe(**cfg["recipe"])
+    speed = fast.resolve(recipe, dev)
     seed_everything(cfg["seed"])
     if dev.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    splits = data.load(cfg["dataset"], run.data_dir)
+    splits = data.load(cfg["dataset"], run.data_dir, download=run.download)
     dataset = cfg["dataset"]["name"]
-    student = models.create(cfg["student"], num_classes=splits.num_classes, dataset=dataset).to(dev)
+    student = speed.prepare(models.create(cfg["student"], num_classes=splits.num_classes,
+                                          dataset=dataset))
     teacher = build_teacher(run, splits.num_classes)
+    if teacher is not None:
+        speed.prepare(teacher)
+    method_cls = methods.get(cfg["method"]["name"])
     method = methods.create(cfg["method"]["name"], **cfg["method"]["params"]).to(dev)
 
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    train_loader = DataLoader(splits.train, batch_size=recipe.batch_size, shuffle=True,
-                              drop_last=False, generator=gen, num_workers=run.num_workers,
-                              pin_memory=dev.type == "cuda", persistent_workers=run.num_workers > 0)
-    eval_kw = dict(batch_size=recipe.eval_batch_size, num_workers=run.num_workers)
-    test_loader = DataLoader(splits.test, **eval_kw)
-    val_loader = DataLoader(splits.val, **eval_kw) if splits.val is not None else None
+    gen = torch.Generator().manual_seed(cfg["seed"])  # shuffling + augmentation; checkpointed
+    loaders = data.make_loaders(splits, recipe.loader, dev, gen, batch_size=recipe.batch_size,
+                                eval_batch_size=recipe.eval_batch_size, num_workers=run.num_workers)
+    train_loader, test_loader, val_loader = loaders.train, loaders.test, loaders.val
+    teacher_logits, teacher_rec = teacher_cache.teacher_source(
+        recipe.teacher_cache, teacher=teacher, teacher_sha256=lambda: teacher_sha256(run),
+        method=method_cls, loader=train_loader, loader_kind=loaders.kind,
+        train_set=splits.train, num_classes=splits.num_classes, epochs=recipe.epochs,
+        batch_size=recipe.batch_size, speed=speed, cache_dir=run.teacher_cache_dir,
+        meta={"teacher": (cfg.get("teacher") or {}).get("name"), "dataset": cfg["dataset"]})
+    switches = {**speed.record(), "loader": loaders.kind, **teacher_rec}
 
     opt = torch.optim.SGD(student.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, recipe.lr_milestones, recipe.lr_gamma)
+    step = Step(student, teacher_logits, method, opt, speed, recipe.batch_size)
 
     state = {"epoch": 0, "history": [], "train_time": 0.0, "images": 0}
     last = run.run_dir / LAST
@@ -136,8 +175,11 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
         sched.load_state_dict(ck["scheduler"])
         state = ck["state"]
         _set_rng_state(ck["rng"], gen)
+    if state["epoch"] < recipe.epochs:
+        _note_switches(state, switches)
 
     n_batches = len(train_loader)
+    test_logits = test_y = None  # from the last epoch trained
     for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
         student.train()
         t0 = time.perf_counter()
@@ -145,21 +187,11 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
         comp_sum: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=dev)
         seen = 0
-        for i, (x, y) in enumerate(train_loader):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            logits = student(x)
-            if teacher is not None:
-                with torch.inference_mode():
-                    t_logits = teacher(x)
-                t_logits = t_logits.clone()  # leave inference mode for autograd's sake
-            else:
-                t_logits = None
-            loss, comps = method(logits, t_logits, y, epoch=epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for i, (x, y, views) in enumerate(step.batches(train_loader)):
+            y = y.to(dev, non_blocking=True)
+            loss, comps, logits = step(x, y, views, epoch)
             b = y.shape[0]
-            loss_sum += loss.detach() * b
+            loss_sum += loss * b
             for k, v in comps.items():
                 comp_sum[k] = comp_sum.get(k, 0) + v.detach() * b
             correct += (logits.argmax(1) == y).sum()
@@ -186,17 +218,42 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
             "train_top1": 100.0 * correct.item() / seen, "test_top1": top1, "test_top5": top5,
             "val_top1": val1, "epoch_time_s": elapsed, "images_per_s": seen / elapsed,
         }
+        left = recipe.epochs - epoch
+        # Report first, then checkpoint: a crash in between repeats this epoch (its metrics
+        # row is replaced), never skips its row. A worker that lost its lease is stopped in
+        # epoch_done, before it can overwrite the checkpoint.
+        per_epoch = state["train_time"] / max(len(state["history"]), 1)
+        hooks.epoch_done(row, {"epoch": epoch, "epochs": recipe.epochs, "loss": train_loss,
+                               "test_top1": top1, "images_per_s": seen / elapsed,
+                               "eta_s": left * per_epoch})
         checkpoints.atomic_save({"model": student.state_dict(), "optimizer": opt.state_dict(),
                                  "scheduler": sched.state_dict(), "state": state,
                                  "rng": _rng_state(gen)}, last)
-        left = recipe.epochs - epoch
-        hooks.epoch_done(row, {"epoch": epoch, "epochs": recipe.epochs, "loss": train_loss,
-                               "test_top1": top1, "images_per_s": seen / elapsed,
-                               "eta_s": left * (state["train_time"] / max(len(state["history"]), 1))})
         if left and hooks.stop_requested():
             raise Interrupted(f"stopped after epoch {epoch}")
 
+    if test_logits is None:  # resumed from the final epoch's checkpoint: nothing left to train
+        test_logits, test_y = predict(student, test_loader, dev)
     return finish(run, student, teacher, state, test_logits, test_y, test_loader)
+
+
+def _note_switches(state: dict[str, Any], switches: dict[str, Any]) -> None:
+    """Remember the switches each stretch of epochs ran with (a resume may run elsewhere)."""
+    runs = state.setdefault("switches", [])
+    if not runs or {k: v for k, v in runs[-1].items() if k != "from_epoch"} != switches:
+        runs.append({"from_epoch": state["epoch"] + 1, **switches})
+
+
+def recorded_switches(state: dict[str, Any]) -> dict[str, Any] | None:
+    """For the result row: the last stretch's switches, earlier differing ones under
+    `earlier` (a job resumed on another device)."""
+    runs = state.get("switches") or []
+    if not runs:
+        return None
+    out = {k: v for k, v in runs[-1].items() if k != "from_epoch"}
+    if len(runs) > 1:
+        out["earlier"] = runs[:-1]
+    return out
 
 
 def finish(run, student, teacher, state, test_logits, test_y, test_loader) -> dict[str, Any]:
@@ -215,6 +272,7 @@ def finish(run, student, teacher, state, test_logits, test_y, test_loader) -> di
         "images_per_s": state["images"] / max(state["train_time"], 1e-9),
         "checkpoint": str(final), "sha256": checkpoints.sha256(final),
         "teacher_top1": None, "agree_top1": None, "spearman": None, "kendall": None, "kl": None,
+        "switches": recorded_switches(state),
     }
     if teacher is not None:
         t_logits, _ = predict(teacher, test_loader, run.device)

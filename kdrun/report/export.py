@@ -1,0 +1,81 @@
+"""`kdrun export`: jobs, results and per-epoch metrics as plain tables for pandas.
+
+Three tables joined by `job_id`: `jobs` (configuration flattened to columns, state and
+provenance), `results` (one row per finished job), `epochs` (one row per job and epoch, loss
+components as `loss.<name>` columns). CSV writes one file per table into a directory; JSON
+writes one document `{"jobs": [...], "results": [...], "epochs": [...]}`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+
+from kdrun.db.engine import Database
+from kdrun.db.models import Job, Result
+from kdrun.report.load import flatten, load_epochs, load_jobs
+
+JOB_FIELDS = ("id", "hash", "grid", "kind", "dataset", "teacher", "student", "method", "seed",
+              "state", "attempts", "max_attempts", "depends_on_id", "priority", "epoch", "error",
+              "worker", "run_dir", "created_at", "started_at", "finished_at", "kdrun_version",
+              "torch_version", "device_name")
+RESULT_FIELDS = tuple(c.name for c in Result.__table__.columns)
+
+
+def tables(db: Database, grid: str | None = None) -> dict[str, pd.DataFrame]:
+    labels = load_jobs(db).set_index("job_id")["label"]
+    with db.read() as s:
+        q = select(Job).order_by(Job.id)
+        if grid:
+            q = q.where(Job.grid == grid)
+        jobs = s.execute(q).scalars().all()
+        ids = [j.id for j in jobs]
+        results = [r for i in range(0, len(ids), 500) for r in s.execute(
+            select(Result).where(Result.job_id.in_(ids[i:i + 500])).order_by(Result.job_id)
+        ).scalars()]
+    job_recs = []
+    for j in jobs:
+        rec: dict[str, Any] = {("job_id" if f == "id" else f): getattr(j, f) for f in JOB_FIELDS}
+        rec["label"] = labels.get(j.id)
+        t = j.config.get("teacher") or {}
+        rec["teacher_arch"] = t.get("arch")
+        rec["teacher_checkpoint"] = t.get("checkpoint")
+        rec.update({f"dataset.{k}": v for k, v in flatten(j.config["dataset"]).items()})
+        rec.update({f"recipe.{k}": v for k, v in flatten(j.config["recipe"]).items()})
+        rec.update({f"params.{k}": v for k, v in flatten(j.config["method"]["params"]).items()})
+        job_recs.append(rec)
+    res_recs = [{f: getattr(r, f) for f in RESULT_FIELDS} for r in results]
+    return {
+        "jobs": pd.DataFrame(job_recs, columns=None if job_recs else ["job_id"]),
+        "results": pd.DataFrame(res_recs, columns=list(RESULT_FIELDS)),
+        "epochs": load_epochs(db, ids),
+    }
+
+
+def write_csv(frames: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, frame in frames.items():
+        path = out / f"{name}.csv"
+        frame.to_csv(path, index=False, float_format="%.17g")
+        paths.append(path)
+    return paths
+
+
+def to_json(frames: dict[str, pd.DataFrame]) -> str:
+    doc = {name: [{k: _plain(v) for k, v in r.items()} for r in f.to_dict("records")]
+           for name, f in frames.items()}
+    return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+
+
+def _plain(v: object) -> object:
+    if hasattr(v, "item"):
+        v = v.item()
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v

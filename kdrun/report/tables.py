@@ -1,0 +1,56 @@
+"""The report tables by name: load what a table needs from the database, filter, build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from kdrun.db.engine import Database
+from kdrun.errors import UserError
+from kdrun.report import accuracy, agreement, curves, delta, diminishing, metrics
+from kdrun.report.filters import Filters
+from kdrun.report.load import load_epochs, load_jobs
+from kdrun.report.table import Report
+
+TABLES = ("top1", "top5", "delta", "diminishing", "agreement", "curves")
+
+
+@dataclass
+class Options:
+    metric: str = "best"  # best | last | last5
+    show_split: bool = False
+    baseline: str = "kd"  # the delta table's reference method
+    paper: bool = True
+
+
+def needs_epochs(name: str, metric: str) -> bool:
+    return name == "curves" or (name == "top5" and metrics.needs_epochs("top5", metric))
+
+
+def build_from(name: str, jobs: pd.DataFrame, epochs: pd.DataFrame | None,
+               opts: Options | None = None) -> Report:
+    """Build table `name` from already loaded (and filtered) jobs."""
+    opts = opts or Options()
+    metrics.check(opts.metric)
+    if name in ("top1", "top5"):
+        return accuracy.build(jobs, name, opts.metric, epochs, opts.show_split, opts.paper)
+    if name == "delta":
+        return delta.build(jobs, opts.metric, epochs, opts.baseline)
+    if name == "diminishing":
+        return diminishing.build(jobs, opts.metric, epochs)
+    if name == "agreement":
+        return agreement.build(jobs)
+    if name == "curves":
+        return curves.build(jobs, epochs if epochs is not None else pd.DataFrame())
+    raise UserError(f"--table {name!r}: valid tables are {', '.join(TABLES)}")
+
+
+def build(name: str, db: Database, filters: Filters | None = None,
+          opts: Options | None = None) -> Report:
+    if name not in TABLES:
+        raise UserError(f"--table {name!r}: valid tables are {', '.join(TABLES)}")
+    opts = opts or Options()
+    jobs = (filters or Filters()).apply(load_jobs(db))
+    epochs = load_epochs(db, jobs["job_id"]) if needs_epochs(name, opts.metric) else None
+    return build_from(name, jobs, epochs, opts)

@@ -1,0 +1,85 @@
+"""One optimizer step of a distillation job, shared by the trainer and the throughput benchmark.
+
+Where the teacher's logits come from is a `TeacherLogits`: none (vanilla), the live frozen
+teacher, or the exact logit cache (kdrun.train.teacher_cache), which looks each sampled view
+up instead of running the teacher and so needs the loader to say which views it sampled.
+Nothing here reads a value back to the host: metrics stay on the device until the epoch ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from kdrun.data.device_loader import Views
+from kdrun.methods.base import Components, Method
+from kdrun.train.fast import Speed
+
+
+class TeacherLogits(Protocol):
+    kind: str  # "none", "live" or "cache" (recorded with the job)
+    needs_views: bool
+
+    def __call__(self, x: Tensor, views: Views | None) -> Tensor | None: ...
+
+
+class NoTeacher:
+    kind, needs_views = "none", False
+
+    def __call__(self, x: Tensor, views: Views | None) -> None:
+        return None
+
+
+class LiveTeacher:
+    """The frozen teacher's forward on every batch: inference mode, the job's autocast and
+    memory format, compiled for full batches when the job compiles; logits in float32."""
+
+    kind, needs_views = "live", False
+
+    def __init__(self, model: nn.Module, speed: Speed, batch_size: int) -> None:
+        self.model, self.speed, self.batch_size = model, speed, batch_size
+        self.fast = speed.compiled(model)
+
+    def __call__(self, x: Tensor, views: Views | None) -> Tensor:
+        fwd = self.fast if x.shape[0] == self.batch_size else self.model
+        with torch.inference_mode(), self.speed.autocast():
+            t = fwd(x)
+        return t.to(torch.float32, copy=True)  # a normal tensor again, usable by autograd
+
+
+class Step:
+    """Forward the student, get the teacher's logits, apply the method's loss, take an SGD
+    step. Returns the loss, its components and the student's logits, all still on the device."""
+
+    def __init__(self, student: nn.Module, teacher: TeacherLogits, method: Method,
+                 opt: torch.optim.Optimizer, speed: Speed, batch_size: int) -> None:
+        self.student, self.teacher, self.method, self.opt = student, teacher, method, opt
+        self.speed, self.batch_size = speed, batch_size
+        self.fast = speed.compiled(student)
+
+    def batches(self, loader: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor, Views | None]]:
+        """(images, labels, views) per batch; the views (which crop and flip of which image)
+        only when the teacher's logits are looked up by them (a DeviceLoader then)."""
+        if self.teacher.needs_views:
+            yield from loader.batches(with_views=True)  # type: ignore[attr-defined]
+        else:
+            for x, y in loader:
+                yield x, y, None
+
+    def __call__(self, x: Tensor, y: Tensor, views: Views | None,
+                 epoch: int) -> tuple[Tensor, Components, Tensor]:
+        x = self.speed.inputs(x)
+        self.speed.step_begin()
+        fwd = self.fast if x.shape[0] == self.batch_size else self.student
+        with self.speed.autocast():
+            logits = fwd(x)
+        logits = logits.float()  # the loss runs in float32
+        t_logits = self.teacher(x, views)
+        loss, comps = self.method(logits, t_logits, y, epoch=epoch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach(), comps, logits.detach()

@@ -1,0 +1,278 @@
+"""Supervising one claimed job: its training process, its lease, and every write about it.
+
+The supervisor is the only one that writes about the job, and each write is fenced by the
+lease token. It renews the lease on its own schedule, whatever the training loop is doing,
+and also judges the lease on its own clock: once no renewal got through for a whole lease,
+the database may already have given the job to another worker, so the training process is
+killed before it can touch the checkpoint that worker now resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue as queue_mod
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+import kdrun
+from kdrun.db import queue
+from kdrun.db.engine import Database
+
+RENEWALS_PER_LEASE = 4
+LOG = "train.log"  # the training process's output, appended per attempt, in the run directory
+GRACE_S = 10.0  # how long a training process may take to exit after its last message
+DB_DOWN = (OperationalError, InterfaceError)  # the database is unreachable (or failing)
+
+# (slot, description or None when the slot goes idle, steps done, steps in the epoch)
+ProgressFn = Callable[[str, str | None, int, int], None]
+LogFn = Callable[[str], None]
+
+
+@dataclass
+class Slot:
+    """A place to run one job at a time: a device, and the worker name jobs record."""
+
+    name: str  # host:pid:device#k
+    device: str  # "cpu" or "cuda:N" (N as this process numbers its visible GPUs)
+    threads: int | None = None  # CPU threads for the training process; None: torch's default
+
+
+@dataclass
+class Outcome:
+    state: str  # the job's state afterwards (succeeded, failed, queued), or "lost"
+    note: str  # one line for the worker's log
+    suspect: bool = False  # a failure that may be this machine's fault (see FailureBreaker)
+
+
+def run_dir_name(job_id: int, config: dict[str, Any]) -> str:
+    return f"{job_id:06d}-{config['student']}-{config['method']['name']}-s{config['seed']}"
+
+
+def cuda_visible(index: int) -> str:
+    """The CUDA_VISIBLE_DEVICES value that pins a process to the GPU this process calls
+    `index` (a scheduler may already have narrowed our own view)."""
+    inherited = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    inherited = [d for d in inherited if d]
+    return inherited[index] if inherited else str(index)
+
+
+def child_env(device: str) -> dict[str, str]:
+    # The training process never uses the database, so it does not get its URL (or password).
+    env = {k: v for k, v in os.environ.items() if k != "KDRUN_DB"}
+    env["CUDA_VISIBLE_DEVICES"] = cuda_visible(int(device.split(":")[1])) if device != "cpu" else ""
+    env["PYTHONUNBUFFERED"] = "1"
+    # Run exactly this kdrun, even from a source checkout that is not installed.
+    root = str(Path(kdrun.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+_live: set[TrainingProcess] = set()
+_live_lock = threading.Lock()
+
+
+def kill_all() -> None:
+    """Kill every training process of this worker (second signal: exit at once)."""
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        p.kill()
+
+
+class TrainingProcess:
+    """A fresh interpreter (not a fork: no inherited CUDA or thread state) running
+    `kdrun.worker.child`, in its own session so terminal signals reach only the worker."""
+
+    def __init__(self, job: dict[str, Any], env: dict[str, str], log_path: Path) -> None:
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kdrun.worker.child"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=log, env=env, text=True, bufsize=1,
+                start_new_session=True)
+        self.messages: queue_mod.Queue[dict[str, Any]] = queue_mod.Queue()
+        self._stop_sent = False
+        with _live_lock:
+            _live.add(self)
+        threading.Thread(target=self._pump, daemon=True).start()
+        self._send(json.dumps(job))
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                self.messages.put(json.loads(line))
+            except ValueError:
+                continue
+        self.messages.put({"type": "exited", "code": self.proc.wait()})
+
+    def _send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):  # it is gone; its exit arrives as a message
+            pass
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue_mod.Empty:
+            return None
+
+    def ack(self) -> None:
+        self._send("ack")
+
+    def request_stop(self) -> None:
+        if not self._stop_sent:
+            self._stop_sent = True
+            self._send("stop")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                if hasattr(os, "killpg"):
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # with its DataLoader workers
+                else:
+                    self.proc.kill()
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    def close(self, grace_s: float) -> None:
+        """Let it exit on its own for up to `grace_s`, then kill it."""
+        try:
+            self.proc.stdin.close()  # it exits when its input closes
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+        with _live_lock:
+            _live.discard(self)
+
+
+class Lease:
+    """Renews the lease several times per lease length; raises LeaseLost when the database
+    says it is gone, or when no renewal got through for a whole lease."""
+
+    def __init__(self, db: Database, claim: queue.Claim, seconds: float, start: float,
+                 log: LogFn) -> None:
+        self.db, self.claim, self.seconds, self.log = db, claim, seconds, log
+        self.valid_until = start + seconds  # `start`: monotonic time just before the claim
+        self.next_renewal = start + seconds / RENEWALS_PER_LEASE
+
+    def keep(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_renewal:
+            try:
+                queue.heartbeat(self.db, self.claim, self.seconds)
+                self.valid_until = now + self.seconds
+                self.next_renewal = now + self.seconds / RENEWALS_PER_LEASE
+            except DB_DOWN as e:
+                self.log(f"[yellow]heartbeat failed[/] for job {self.claim.job_id}, retrying: "
+                         f"{_first_line(str(e.orig or e))}")
+                self.next_renewal = now + self.seconds / (2 * RENEWALS_PER_LEASE)
+        if time.monotonic() >= self.valid_until:
+            raise queue.LeaseLost(f"job {self.claim.job_id}: no heartbeat got through for "
+                                  f"{self.seconds:g} s")
+
+    def wait_s(self) -> float:
+        return max(0.0, min(self.next_renewal, self.valid_until) - time.monotonic())
+
+
+@dataclass
+class WorkerSettings:
+    """What a supervisor needs to know from the worker's options."""
+
+    runs_dir: Path
+    data_dir: Path
+    lease_seconds: float
+    backoff_seconds: float
+    loader_workers: int = 0
+    download: bool = False
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _died(code: int, log_path: Path) -> str:
+    """Why a training process ended without a word, with the end of its log."""
+    if code < 0:
+        name = signal.Signals(-code).name
+        why = f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    else:
+        why = f"exited with status {code}"
+    tail = log_path.read_text(errors="replace").splitlines()[-20:] if log_path.exists() else []
+    return f"training process {why} without reporting an outcome\n" + "\n".join(tail)
+
+
+def supervise(db: Database, claim: queue.Claim, slot: Slot, ws: WorkerSettings,
+              stop: threading.Event, lease_start: float, log: LogFn,
+              progress: ProgressFn) -> Outcome:
+    """Run one claimed job to its end and record the outcome. Raises LeaseLost when the job
+    was taken away (expired and reclaimed, or cancelled); nothing more is written then."""
+    name = claim.run_dir or run_dir_name(claim.job_id, claim.config)
+    run_dir = ws.runs_dir / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lease = Lease(db, claim, ws.lease_seconds, lease_start, log)
+    queue.set_run_dir(db, claim, name)
+    with open(run_dir / LOG, "a") as f:
+        f.write(f"--- job {claim.job_id} attempt {claim.attempt} on {slot.name}\n")
+    job = {"job_id": claim.job_id, "config": claim.config, "run_dir": name,
+           "runs_dir": str(ws.runs_dir.resolve()), "data_dir": str(ws.data_dir.resolve()),
+           "device": "cpu" if slot.device == "cpu" else "cuda:0", "threads": slot.threads,
+           "teacher_checkpoint": claim.teacher_checkpoint,
+           "loader_workers": ws.loader_workers, "download": ws.download}
+    proc = TrainingProcess(job, child_env(slot.device), run_dir / LOG)
+    outcome = None
+    try:
+        while outcome is None:
+            if stop.is_set():
+                proc.request_stop()
+            lease.keep()
+            msg = proc.next(timeout=lease.wait_s())
+            if msg is not None:
+                outcome = _handle(db, claim, msg, proc, ws, run_dir, slot, progress)
+        return outcome
+    finally:
+        proc.close(GRACE_S if outcome is not None else 0.0)
+        progress(slot.name, None, 0, 0)
+
+
+def _handle(db: Database, claim: queue.Claim, msg: dict[str, Any], proc: TrainingProcess,
+            ws: WorkerSettings, run_dir: Path, slot: Slot, progress: ProgressFn) -> Outcome | None:
+    """Turn one message from the training process into database writes."""
+    kind = msg["type"]
+    if kind == "progress":
+        epochs = claim.config["recipe"]["epochs"]
+        progress(slot.name, f"job {claim.job_id} epoch {msg['epoch']}/{epochs}",
+                 msg["done"], msg["total"])
+    elif kind == "started":
+        queue.set_provenance(db, claim, msg["provenance"])
+    elif kind == "epoch":
+        queue.record_epoch(db, claim, msg["row"], msg["progress"])
+        proc.ack()
+    elif kind == "succeeded":
+        queue.succeed(db, claim, msg["result"], msg["teacher"])
+        return Outcome("succeeded", f"best top-1 {msg['result']['best_top1']:.2f}")
+    elif kind == "interrupted":
+        queue.requeue(db, claim, msg["reason"])
+        return Outcome("queued", f"{msg['reason']}; back in the queue, attempt not counted")
+    elif kind in ("failed", "exited"):
+        retry = msg.get("retry", True)
+        error = msg["error"] if kind == "failed" else _died(msg["code"], run_dir / LOG)
+        state = queue.fail(db, claim, error, retry=retry, backoff_s=ws.backoff_seconds)
+        again = " (will be retried)" if state == "queued" else ""
+        return Outcome(state, _first_line(error) + again, suspect=retry)
+    return None
