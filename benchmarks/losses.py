@@ -109,6 +109,7 @@ def child(method: str, B: int, C: int, device: str) -> dict:
 
 def measure(method: str, B: int, C: int, device: str) -> dict:
     cmd = [sys.executable, __file__, "--child", method, str(B), str(C), device]
+    cmd += ["--threads", os.environ.get("OMP_NUM_THREADS", "0")]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -121,9 +122,19 @@ def main() -> None:
     ap.add_argument("--sizes", default="64x100,256x1000", help="BxC list")
     ap.add_argument("--devices", default="cpu,cuda")
     ap.add_argument("--no-reference", action="store_true", help="skip the (naive) rows")
+    ap.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default 1: steadiest on a shared machine; 0 = torch default)",
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the children
     if args.child:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
         method, B, C, device = args.child
         print(json.dumps(child(method, int(B), int(C), device)))
         return
@@ -132,7 +143,8 @@ def main() -> None:
 
     devices = [d for d in args.devices.split(",") if d == "cpu" or torch.cuda.is_available()]
     methods = METHODS + ([] if args.no_reference else NAIVE)
-    print(f"kdrun loss benchmark: torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    threads = args.threads or torch.get_num_threads()
+    print(f"kdrun loss benchmark: torch {torch.__version__}, {threads} CPU thread(s)")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("wall/cpu = best ms of one forward+backward (cpu: process CPU time, all threads);")
     print("peak = extra memory of one forward+backward, MB (CPU: growth of the peak RSS, VmHWM,")

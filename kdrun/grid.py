@@ -40,13 +40,15 @@ def resolve_path(path: str | Path) -> Path:
     shipped = resources.files("kdrun") / "grids" / p.name
     if p.suffix in (".yaml", ".yml") and shipped.is_file():
         return Path(str(shipped))
-    names = sorted(f.name for f in (resources.files("kdrun") / "grids").iterdir()
-                   if f.name.endswith(".yaml"))
+    names = sorted(
+        f.name for f in (resources.files("kdrun") / "grids").iterdir() if f.name.endswith(".yaml")
+    )
     raise UserError(f"grid file {path} not found; shipped grids: {', '.join(names)}")
 
 
-def load(path: str | Path, teacher_lookup: TeacherLookup | None = None
-         ) -> tuple[str, list[JobSpec]]:
+def load(
+    path: str | Path, teacher_lookup: TeacherLookup | None = None
+) -> tuple[str, list[JobSpec]]:
     """Read and expand a grid file: (grid name, job specs in enqueue order).
     `teacher_lookup` resolves `registered:` teachers; without it they are an error."""
     p = resolve_path(path)
@@ -114,7 +116,7 @@ def _sweep_method(name: str, hp: dict[str, Any]) -> list[dict[str, Any]]:
         types = field_types(methods.get(part).Params) if part in methods.available() else {}
         per_part[part] = sweep(values, types) if isinstance(values, dict) else [values]
     keys = list(per_part)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*per_part.values())]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*per_part.values())]
 
 
 def _recipe(base: dict[str, Any], override: Any, where: str) -> dict[str, Any]:
@@ -131,36 +133,45 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _registered_teacher(tname: str, tcfg: dict[str, Any], w: str, ds: dict[str, Any],
-                        lookup: TeacherLookup | None) -> dict[str, Any]:
+def _registered_teacher(
+    tname: str, tcfg: dict[str, Any], w: str, ds: dict[str, Any], lookup: TeacherLookup | None
+) -> dict[str, Any]:
     """A teacher from the registry: `registered: true` (under its grid name) or `: NAME`.
     Its path and sha256 are fixed now, so a checkpoint changed later fails the job."""
     reg = tcfg["registered"]
     name = tname if reg is True else reg
     if not isinstance(name, str):
-        raise UserError(f"{w}.registered: expected true or a registered teacher's name, "
-                        f"got {reg!r}")
+        raise UserError(
+            f"{w}.registered: expected true or a registered teacher's name, got {reg!r}"
+        )
     if lookup is None:
-        raise UserError(f"{w}.registered: registered teachers are read from the database; "
-                        "enqueue this grid with `kdrun enqueue`")
+        raise UserError(
+            f"{w}.registered: registered teachers are read from the database; "
+            "enqueue this grid with `kdrun enqueue`"
+        )
     try:
         row = lookup(name)
     except UserError as e:
         raise UserError(f"{w}.registered: {e}") from None
     n = data.num_classes(ds)
     if row["dataset"] != ds["name"] or row["num_classes"] != n:
-        raise UserError(f"{w}.registered: teacher {name!r} was registered for {row['dataset']} "
-                        f"({row['num_classes']} classes), the grid's dataset is {ds['name']} "
-                        f"({n} classes)")
+        raise UserError(
+            f"{w}.registered: teacher {name!r} was registered for {row['dataset']} "
+            f"({row['num_classes']} classes), the grid's dataset is {ds['name']} "
+            f"({n} classes)"
+        )
     if "arch" in tcfg and tcfg["arch"] != row["arch"]:
-        raise UserError(f"{w}.arch: {tcfg['arch']!r}, but registered teacher {name!r} is a "
-                        f"{row['arch']}")
-    return {"name": tname, "arch": row["arch"], "checkpoint": row["path"],
-            "sha256": row["sha256"]}
+        raise UserError(
+            f"{w}.arch: {tcfg['arch']!r}, but registered teacher {name!r} is a {row['arch']}"
+        )
+    return {"name": tname, "arch": row["arch"], "checkpoint": row["path"], "sha256": row["sha256"]}
 
 
-def expand(raw: Any, default_name: str = "grid", teacher_lookup: TeacherLookup | None = None,
-           ) -> tuple[str, list[JobSpec]]:
+def expand(
+    raw: Any,
+    default_name: str = "grid",
+    teacher_lookup: TeacherLookup | None = None,
+) -> tuple[str, list[JobSpec]]:
     g = _check_keys(raw, GRID_KEYS, "grid")
     for key in ("dataset", "pairs", "methods"):
         if key not in g:
@@ -170,8 +181,10 @@ def expand(raw: Any, default_name: str = "grid", teacher_lookup: TeacherLookup |
     dataset = ds["name"]
     seeds = g.get("seeds", [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(
-        isinstance(s, int) and not isinstance(s, bool) for s in seeds
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
     ):
         raise UserError(f"seeds: expected a list of integers, got {seeds!r}")
     base_recipe = _recipe({}, g.get("recipe"), "recipe")
@@ -179,7 +192,9 @@ def expand(raw: Any, default_name: str = "grid", teacher_lookup: TeacherLookup |
     def arch_ok(arch: Any, where: str) -> str:
         if not isinstance(arch, str) or arch not in models.available(dataset):
             choices = ", ".join(models.available(dataset))
-            raise UserError(f"{where}: unknown architecture {arch!r} for {dataset}; valid: {choices}")
+            raise UserError(
+                f"{where}: unknown architecture {arch!r} for {dataset}; valid: {choices}"
+            )
         return arch
 
     def recipes(override: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -194,16 +209,20 @@ def expand(raw: Any, default_name: str = "grid", teacher_lookup: TeacherLookup |
     specs: list[JobSpec] = []
     raw_teachers = g.get("teachers") or {}
     if not isinstance(raw_teachers, dict):
-        raise UserError("teachers: expected a mapping of teacher name -> "
-                        "{train: true | checkpoint: PATH | registered: true | NAME}")
+        raise UserError(
+            "teachers: expected a mapping of teacher name -> "
+            "{train: true | checkpoint: PATH | registered: true | NAME}"
+        )
     for tname, tcfg in raw_teachers.items():
         w = f"teachers.{tname}"
         tcfg = _check_keys(tcfg or {}, TEACHER_KEYS, w)
         train, ckpt = bool(tcfg.get("train", False)), tcfg.get("checkpoint")
         registered = tcfg.get("registered") not in (None, False)
         if train + (ckpt is not None) + registered != 1:
-            raise UserError(f"{w}: give exactly one of 'train: true', 'checkpoint: PATH' or "
-                            "'registered: true | NAME'")
+            raise UserError(
+                f"{w}: give exactly one of 'train: true', 'checkpoint: PATH' or "
+                "'registered: true | NAME'"
+            )
         if registered:
             teachers[tname] = (_registered_teacher(tname, tcfg, w, ds, teacher_lookup), None)
             continue
@@ -214,20 +233,38 @@ def expand(raw: Any, default_name: str = "grid", teacher_lookup: TeacherLookup |
                 raise UserError(f"{w}.seed: expected an integer, got {seed!r}")
             tr = recipes(_recipe(base_recipe, tcfg.get("recipe"), f"{w}.recipe"), f"{w}.recipe")
             if len(tr) != 1:
-                raise UserError(f"{w}.recipe: a teacher's recipe cannot be a sweep; "
-                                "give the teacher single recipe values")
-            job = JobSpec("teacher", {
-                "kind": "teacher", "dataset": ds, "recipe": tr[0], "student": arch,
-                "teacher": None, "method": {"name": "vanilla", "params": {}}, "seed": seed,
-            }, priority=TEACHER_PRIORITY)
+                raise UserError(
+                    f"{w}.recipe: a teacher's recipe cannot be a sweep; "
+                    "give the teacher single recipe values"
+                )
+            job = JobSpec(
+                "teacher",
+                {
+                    "kind": "teacher",
+                    "dataset": ds,
+                    "recipe": tr[0],
+                    "student": arch,
+                    "teacher": None,
+                    "method": {"name": "vanilla", "params": {}},
+                    "seed": seed,
+                },
+                priority=TEACHER_PRIORITY,
+            )
             specs.append(job)
             teachers[tname] = ({"name": tname, "arch": arch, "job": job.hash}, job)
         else:
             path = Path(str(ckpt)).expanduser()
             if not path.is_file():
                 raise UserError(f"{w}.checkpoint: file {ckpt} not found")
-            teachers[tname] = ({"name": tname, "arch": arch, "checkpoint": str(path.resolve()),
-                                "sha256": _sha256(path)}, None)
+            teachers[tname] = (
+                {
+                    "name": tname,
+                    "arch": arch,
+                    "checkpoint": str(path.resolve()),
+                    "sha256": _sha256(path),
+                },
+                None,
+            )
 
     pairs = g["pairs"]
     if not isinstance(pairs, list) or not pairs:
@@ -248,18 +285,36 @@ def expand(raw: Any, default_name: str = "grid", teacher_lookup: TeacherLookup |
             )
         tinfo, tjob = teachers[tname]
         pair_methods = (
-            _method_entries(pair["methods"], f"{w}.methods") if "methods" in pair else default_methods
+            _method_entries(pair["methods"], f"{w}.methods")
+            if "methods" in pair
+            else default_methods
         )
-        pair_recipes = recipes(_recipe(base_recipe, pair.get("recipe"), f"{w}.recipe"), f"{w}.recipe")
+        pair_recipes = recipes(
+            _recipe(base_recipe, pair.get("recipe"), f"{w}.recipe"), f"{w}.recipe"
+        )
         for (mname, hp), recipe, seed in itertools.product(pair_methods, pair_recipes, seeds):
             needs = methods.needs_teacher(mname)
-            params = methods.resolve(mname, hp, teacher=tinfo["arch"] if needs else None,
-                                     student=student, dataset=dataset, where=w + ".methods")
-            spec = JobSpec("student", {
-                "kind": "student", "dataset": ds, "recipe": recipe, "student": student,
-                "teacher": tinfo if needs else None,
-                "method": {"name": mname, "params": params}, "seed": seed,
-            }, depends_on=tjob.hash if (needs and tjob) else None)
+            params = methods.resolve(
+                mname,
+                hp,
+                teacher=tinfo["arch"] if needs else None,
+                student=student,
+                dataset=dataset,
+                where=w + ".methods",
+            )
+            spec = JobSpec(
+                "student",
+                {
+                    "kind": "student",
+                    "dataset": ds,
+                    "recipe": recipe,
+                    "student": student,
+                    "teacher": tinfo if needs else None,
+                    "method": {"name": mname, "params": params},
+                    "seed": seed,
+                },
+                depends_on=tjob.hash if (needs and tjob) else None,
+            )
             if spec.hash not in seen:  # e.g. vanilla students shared by several teachers
                 seen.add(spec.hash)
                 specs.append(spec)

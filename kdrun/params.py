@@ -8,6 +8,7 @@ typo or a wrong type fails with the key path and the valid choices instead of de
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -99,3 +100,15 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
 
 def as_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested hyperparameters as dotted keys (`kd.T`), lists as JSON: one flat, printable row."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list) else v
+    return out

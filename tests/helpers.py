@@ -11,7 +11,13 @@ from typer.testing import CliRunner
 from kdrun.cli import app
 
 TINY_DATASET = {"name": "synthetic", "num_classes": 4, "train_size": 48, "test_size": 16}
-TINY_RECIPE = {"epochs": 2, "batch_size": 16, "lr": 0.05, "lr_milestones": [1], "eval_batch_size": 16}
+TINY_RECIPE = {
+    "epochs": 2,
+    "batch_size": 16,
+    "lr": 0.05,
+    "lr_milestones": [1],
+    "eval_batch_size": 16,
+}
 
 
 def tiny_grid(**overrides: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from kdrun.grid import expand
 from kdrun.recipe import Recipe
 from kdrun.train import fast
 from kdrun.train.step import LiveTeacher, Step
-from kdrun.train.trainer import Hooks, Run, recorded_switches, train, _note_switches
+from kdrun.train.trainer import Hooks, Run, note_switches, recorded_switches, train
 from tests.helpers import tiny_grid
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -107,11 +107,11 @@ def test_bf16_and_channels_last_step_on_cpu():
 
 def test_resumed_job_records_the_switches_of_each_stretch():
     state = {"epoch": 0}
-    _note_switches(state, {"device": "cuda", "amp": "bf16"})
+    note_switches(state, {"device": "cuda", "amp": "bf16"})
     state["epoch"] = 3
-    _note_switches(state, {"device": "cuda", "amp": "bf16"})  # same switches: one stretch
+    note_switches(state, {"device": "cuda", "amp": "bf16"})  # same switches: one stretch
     assert recorded_switches(state) == {"device": "cuda", "amp": "bf16"}
-    _note_switches(state, {"device": "cpu", "amp": "off"})
+    note_switches(state, {"device": "cpu", "amp": "off"})
     assert recorded_switches(state) == {
         "device": "cpu", "amp": "off",
         "earlier": [{"from_epoch": 1, "device": "cuda", "amp": "bf16"}]}

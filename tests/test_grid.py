@@ -36,9 +36,13 @@ def test_defaults_are_resolved_into_config():
 
 
 def test_vanilla_student_shared_between_teachers():
-    g = tiny_grid(teachers={"resnet14": {"train": True}, "resnet20": {"train": True}},
-                  pairs=[{"teacher": "resnet14", "student": "resnet8"},
-                         {"teacher": "resnet20", "student": "resnet8"}])
+    g = tiny_grid(
+        teachers={"resnet14": {"train": True}, "resnet20": {"train": True}},
+        pairs=[
+            {"teacher": "resnet14", "student": "resnet8"},
+            {"teacher": "resnet20", "student": "resnet8"},
+        ],
+    )
     _, specs = expand(g)
     assert sum(s.method == "vanilla" and s.kind == "student" for s in specs) == 2  # 2 seeds, once
 
@@ -49,11 +53,16 @@ def test_pair_recipe_override_and_list_field_is_not_a_sweep():
     students = [s for s in specs if s.kind == "student"]
     assert {s.config["recipe"]["lr"] for s in students} == {0.01}
     assert all(s.config["recipe"]["lr_milestones"] == [1] for s in students)
-    g = tiny_grid(methods=["vanilla"], pairs=[
-        {"teacher": "resnet14", "student": "resnet8", "recipe": {"lr_milestones": [[1], [2]]}}])
+    g = tiny_grid(
+        methods=["vanilla"],
+        pairs=[
+            {"teacher": "resnet14", "student": "resnet8", "recipe": {"lr_milestones": [[1], [2]]}}
+        ],
+    )
     _, specs = expand(g)
-    assert sorted(str(s.config["recipe"]["lr_milestones"]) for s in specs if s.kind == "student") \
-        == ["[1]", "[1]", "[2]", "[2]"]
+    assert sorted(
+        str(s.config["recipe"]["lr_milestones"]) for s in specs if s.kind == "student"
+    ) == ["[1]", "[1]", "[2]", "[2]"]
 
 
 def test_hash_is_stable_and_config_sensitive():
@@ -64,29 +73,53 @@ def test_hash_is_stable_and_config_sensitive():
     assert {s.hash for s in a} != {s.hash for s in c}
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda g: g.update(bogus=1), "unknown key 'bogus'; valid keys: name, dataset"),
-    (lambda g: g.pop("pairs"), "missing required key 'pairs'"),
-    (lambda g: g.update(dataset={"name": "mnist"}), "unknown dataset 'mnist'; valid datasets:"),
-    (lambda g: g["dataset"].update(num_classes="x"), "dataset.num_classes: expected an integer"),
-    (lambda g: g["recipe"].update(lr="fast"), "recipe.lr: expected a number"),
-    (lambda g: g["recipe"].update(epochs=2, lr_milestones=[5]), "lr_milestones must lie in"),
-    (lambda g: g["recipe"].update(warmup=3), "recipe: unknown key 'warmup'; valid keys: epochs"),
-    (lambda g: g.update(teachers={"resnet99": {"train": True}}),
-     "teachers.resnet99: unknown architecture 'resnet99' for synthetic; valid: MobileNetV2"),
-    (lambda g: g.update(teachers={"resnet14": {}}), "give exactly one of 'train: true'"),
-    (lambda g: g.update(teachers={"resnet14": {"checkpoint": "/nope.pth"}}),
-     "teachers.resnet14.checkpoint: file /nope.pth not found"),
-    (lambda g: g["pairs"][0].update(student="resnet9"), "pairs[0].student: unknown architecture"),
-    (lambda g: g["pairs"][0].update(teacher="wrn_40_2"),
-     "pairs[0].teacher: 'wrn_40_2' is not declared under 'teachers'; declared: resnet14"),
-    (lambda g: g["pairs"][0].update(color="red"), "pairs[0]: unknown key 'color'"),
-    (lambda g: g.update(methods=["kd", "magic"]), "methods[1]: unknown method 'magic'; valid methods:"),
-    (lambda g: g.update(methods=[{"kd": {"tau": 3}}]), "unknown key 'tau'; valid keys: T, ce_weight"),
-    (lambda g: g.update(methods=[{"kd": {"T": "hot"}}]), "kd.T: expected a number"),
-    (lambda g: g.update(methods=[]), "methods: expected a non-empty list"),
-    (lambda g: g.update(seeds=["a"]), "seeds: expected a list of integers"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda g: g.update(bogus=1), "unknown key 'bogus'; valid keys: name, dataset"),
+        (lambda g: g.pop("pairs"), "missing required key 'pairs'"),
+        (lambda g: g.update(dataset={"name": "mnist"}), "unknown dataset 'mnist'; valid datasets:"),
+        (
+            lambda g: g["dataset"].update(num_classes="x"),
+            "dataset.num_classes: expected an integer",
+        ),
+        (lambda g: g["recipe"].update(lr="fast"), "recipe.lr: expected a number"),
+        (lambda g: g["recipe"].update(epochs=2, lr_milestones=[5]), "lr_milestones must lie in"),
+        (
+            lambda g: g["recipe"].update(warmup=3),
+            "recipe: unknown key 'warmup'; valid keys: epochs",
+        ),
+        (
+            lambda g: g.update(teachers={"resnet99": {"train": True}}),
+            "teachers.resnet99: unknown architecture 'resnet99' for synthetic; valid: MobileNetV2",
+        ),
+        (lambda g: g.update(teachers={"resnet14": {}}), "give exactly one of 'train: true'"),
+        (
+            lambda g: g.update(teachers={"resnet14": {"checkpoint": "/nope.pth"}}),
+            "teachers.resnet14.checkpoint: file /nope.pth not found",
+        ),
+        (
+            lambda g: g["pairs"][0].update(student="resnet9"),
+            "pairs[0].student: unknown architecture",
+        ),
+        (
+            lambda g: g["pairs"][0].update(teacher="wrn_40_2"),
+            "pairs[0].teacher: 'wrn_40_2' is not declared under 'teachers'; declared: resnet14",
+        ),
+        (lambda g: g["pairs"][0].update(color="red"), "pairs[0]: unknown key 'color'"),
+        (
+            lambda g: g.update(methods=["kd", "magic"]),
+            "methods[1]: unknown method 'magic'; valid methods:",
+        ),
+        (
+            lambda g: g.update(methods=[{"kd": {"tau": 3}}]),
+            "unknown key 'tau'; valid keys: T, ce_weight",
+        ),
+        (lambda g: g.update(methods=[{"kd": {"T": "hot"}}]), "kd.T: expected a number"),
+        (lambda g: g.update(methods=[]), "methods: expected a non-empty list"),
+        (lambda g: g.update(seeds=["a"]), "seeds: expected a list of integers"),
+    ],
+)
 def test_validation_errors_name_path_and_choices(mutate, message):
     g = tiny_grid()
     mutate(g)

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from kdrun import checkpoints, methods, models
+from kdrun.cli import app
 from kdrun.data.device_loader import DeviceLoader, Views
 from kdrun.data.synthetic import SyntheticParams
 from kdrun.data.synthetic import build as synthetic
@@ -21,6 +23,7 @@ from kdrun.methods.compose import make_composite
 from kdrun.train import teacher_cache as tc
 from kdrun.train.fast import Speed
 from kdrun.train.trainer import Hooks, Run, train
+from tests.fixtures_data import save_kdrun_checkpoint
 
 CPU = torch.device("cpu")
 DATASET = {"name": "synthetic", "num_classes": 4, "train_size": 16, "test_size": 16}
@@ -201,3 +204,30 @@ def test_falls_back_to_the_live_teacher_when_views_are_unknown(tmp_path, teacher
     assert (sw["loader"], sw["teacher"]) == ("torch", "live")
     assert "sampled views are not known" in sw["teacher_note"]
     assert not (tmp_path / "runs" / "teacher_cache").exists()
+
+
+def test_teacher_cache_command_builds_what_jobs_then_use(tmp_path):
+    base = ["--db", f"sqlite:///{tmp_path / 'k.db'}", "--runs-dir", str(tmp_path / "runs"),
+            "--data-dir", str(tmp_path)]
+
+    def kdrun(*args: str):
+        return CliRunner().invoke(app, [*base, *args])
+
+    ckpt20 = save_kdrun_checkpoint(tmp_path / "t20.pt", "resnet8", num_classes=20)
+    assert kdrun("teacher", "import", str(ckpt20), "--dataset", "synthetic", "--name", "t",
+                 "--no-eval").exit_code == 0
+    opts = ["-o", "train_size=12", "-o", "test_size=8", "--device", "cpu"]
+    r = kdrun("teacher", "cache", "t", *opts)
+    assert r.exit_code == 0, r.output
+    assert "built in" in r.output and "12 images x 162 views, fp32" in r.output
+    assert "already built" in kdrun("teacher", "cache", "t", *opts).output
+    assert "expected KEY=VALUE" in kdrun("teacher", "cache", "t", "-o", "x").output
+    assert kdrun("teacher", "cache", "nobody").exit_code == 2
+
+    # A short job (auto would not build) finds the command's cache under the same key.
+    cfg = job(tmp_path, ckpt20, loader="device")
+    cfg["dataset"] = {"name": "synthetic", "num_classes": 20, "train_size": 12, "test_size": 8}
+    cfg["teacher"]["sha256"] = checkpoints.sha256(ckpt20)
+    sw = train(Run(cfg, tmp_path / "runs" / "job", tmp_path))["switches"]
+    assert sw["teacher"] == "cache", sw
+    assert len(list((tmp_path / "runs" / "teacher_cache").glob("*.npy"))) == 1

@@ -68,10 +68,25 @@ def new_queue(url: str, max_attempts: int = 3, **recipe: Any) -> Database:
     return db
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test():
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:  # a failed test left it running: its trainers follow it
+            proc.kill()
+            proc.communicate()
+
+
 def start_worker(url: str, runs: Path, **opts: Any) -> subprocess.Popen:
     opts = {"lease_seconds": LEASE, "poll_seconds": 0.2, "backoff_seconds": 0.0, **opts}
-    return subprocess.Popen([sys.executable, "-c", WORKER, url, str(runs), json.dumps(opts)],
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, url, str(runs), json.dumps(opts)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _started.append(proc)
+    return proc
 
 
 def finish(proc: subprocess.Popen, timeout: float = 180) -> str:
@@ -113,8 +128,9 @@ def result(db: Database) -> dict[str, Any]:
 
 
 def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+    """Child processes of `pid`, whichever of its threads started them."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*")
+            for c in (task / "children").read_text().split()]
 
 
 def alive(pid: int) -> bool:
@@ -124,21 +140,20 @@ def alive(pid: int) -> bool:
         return False
 
 
-def freeze(proc: subprocess.Popen, db: Database) -> None:
-    """SIGSTOP a worker, but never inside a transaction: frozen there, it would hold the lock
-    that every other worker waits for (a stalled machine, not the failure under test)."""
+def freeze(proc: subprocess.Popen, url: str) -> None:
+    """SIGSTOP a worker, but never inside a transaction: frozen there, it would hold the write
+    lock every other worker waits for (a stalled machine, not the failure under test)."""
+    probe = Database(url, busy_timeout_s=0.2)
     for _ in range(50):
         proc.send_signal(signal.SIGSTOP)
         try:
-            with db.write() as s:
-                if not db.is_sqlite:
-                    s.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            with probe.write() as s:
                 s.execute(update(Job).where(Job.id == 1).values(priority=Job.priority))
             return
         except OperationalError:
             proc.send_signal(signal.SIGCONT)
             time.sleep(0.05)
-    raise AssertionError("the worker kept holding a lock")
+    raise AssertionError("the worker kept holding the write lock")
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +164,17 @@ def reference(tmp_path_factory):
     url = f"sqlite:///{tmp / 'kdrun.db'}"
     db = new_queue(url)
     proc = start_worker(url, tmp / "runs", until_empty=True)
+    _started.remove(proc)  # outlives the first test; stopped below
 
     def rows_and_result() -> tuple[list[tuple], dict[str, Any]]:
         if proc.returncode is None:
             finish(proc)
         return metrics(db), result(db)
 
-    return rows_and_result
+    yield rows_and_result
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
 
 def metrics(db: Database) -> list[tuple]:
@@ -183,7 +202,14 @@ def test_job_survives_sigterm_then_sigkill_with_identical_metrics(db_url, tmp_pa
     # lease runs out, another worker reclaims the job and resumes it.
     w2 = start_worker(db_url, runs)
     wait_for(lambda: job_row(db).epoch > stopped_at, what="an epoch after resuming")
+    if not db.is_sqlite:  # no transaction stays open while a job trains
+        with db.read() as s:
+            assert s.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND xact_start < now() - interval '2 seconds'"
+            )).scalar() == 0
     trainers = children(w2.pid)
+    assert trainers
     w2.kill()
     w2.communicate()
     wait_for(lambda: not any(alive(p) for p in trainers), 10, "orphaned training process exit")
@@ -201,15 +227,17 @@ def test_job_survives_sigterm_then_sigkill_with_identical_metrics(db_url, tmp_pa
 @pytest.mark.slow
 def test_second_sigterm_exits_at_once_and_the_lease_expires(tmp_path):
     url = f"sqlite:///{tmp_path / 'kdrun.db'}"
-    db = new_queue(url, epochs=40)
+    db = new_queue(url)
     w1 = start_worker(url, tmp_path / "runs", lease_seconds=5.0)
-    wait_for(lambda: job_row(db).epoch >= 1, what="an epoch")
-    trainers = children(w1.pid)
+    # Signal while the training process is still starting: a graceful stop would take seconds.
+    trainers = wait_for(lambda: job_row(db).state == "running" and children(w1.pid),
+                        what="a training process")
     w1.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    time.sleep(0.3)
+    t0 = time.monotonic()
     w1.send_signal(signal.SIGTERM)
     w1.communicate(timeout=10)
-    assert w1.returncode == 128 + signal.SIGTERM
+    assert w1.returncode == 128 + signal.SIGTERM and time.monotonic() - t0 < 2
     wait_for(lambda: not any(alive(p) for p in trainers), 10, "training process exit")
     assert job_row(db).state == "running"  # nothing written; the lease will run out
     assert queue.claim(db, "other", 60, backoff_s=0) is None
@@ -223,7 +251,7 @@ def test_frozen_worker_whose_lease_was_taken_writes_nothing(tmp_path):
     db = new_queue(db_url)
     w1 = start_worker(db_url, tmp_path / "runs", until_empty=True)
     wait_for(lambda: job_row(db).epoch >= 1, what="an epoch")
-    freeze(w1, db)  # no heartbeats now; its training process soon waits for an ack
+    freeze(w1, db_url)  # no heartbeats now; its training process soon waits for an ack
     try:
         finish(start_worker(db_url, tmp_path / "runs", until_empty=True))
         done = job_row(db)

@@ -36,9 +36,13 @@ class Group(TyperGroup):
             ctx.exit(2)
 
 
-app = typer.Typer(cls=Group, no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False,
-                  help="Experiment runner for knowledge-distillation research.")
+app = typer.Typer(
+    cls=Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Experiment runner for knowledge-distillation research.",
+)
 
 
 @dataclass
@@ -58,9 +62,15 @@ class Settings:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: str = typer.Option(None, "--db", help="Database URL [env KDRUN_DB; default sqlite:///kdrun.db]"),
-    runs_dir: Path = typer.Option(None, "--runs-dir", help="Checkpoints and logs [env KDRUN_RUNS; default runs/]"),
-    data_dir: Path = typer.Option(None, "--data-dir", help="Datasets [env KDRUN_DATA; default data/]"),
+    db: str = typer.Option(
+        None, "--db", help="Database URL [env KDRUN_DB; default sqlite:///kdrun.db]"
+    ),
+    runs_dir: Path = typer.Option(
+        None, "--runs-dir", help="Checkpoints and logs [env KDRUN_RUNS; default runs/]"
+    ),
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="Datasets [env KDRUN_DATA; default data/]"
+    ),
 ) -> None:
     ctx.obj = Settings(
         db_url=db or default_url(),

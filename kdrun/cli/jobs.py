@@ -20,6 +20,7 @@ from kdrun.db.clock import db_now
 from kdrun.db.engine import Database
 from kdrun.db.models import JOB_STATES, Job
 from kdrun.errors import UserError
+from kdrun.params import flatten
 from kdrun.spec import JobSpec
 from kdrun.teachers import registry_lookup
 
@@ -30,7 +31,7 @@ def plan_table(name: str, specs: list[JobSpec]) -> Table:
         t.add_column(col)
     for i, sp in enumerate(specs, 1):
         params = sp.config["method"]["params"]
-        hp = ", ".join(f"{k}={v}" for k, v in params.items()) if params else ""
+        hp = ", ".join(f"{k}={v}" for k, v in flatten(params).items())
         t.add_row(str(i), sp.kind, sp.teacher or "-", sp.student, sp.method, hp,
                   str(sp.seed), str(sp.config["recipe"]["epochs"]))
     return t

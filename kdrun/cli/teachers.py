@@ -1,20 +1,27 @@
-"""`kdrun teacher import|list`: the registry of teacher checkpoints grids can name."""
+"""`kdrun teacher import|list|cache`: the registry of teacher checkpoints grids can name, and
+their exact logit caches."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import torch
 import typer
+import yaml
 from rich.table import Table
 
-from kdrun import teachers
+from kdrun import checkpoints, data, models, teachers
 from kdrun.cli.app import Settings, app, console
+from kdrun.data.device_loader import DeviceLoader
+from kdrun.data.loaders import on_device
 from kdrun.db import migrate
 from kdrun.errors import UserError
+from kdrun.train import fast, teacher_cache
 
-teacher_app = typer.Typer(help="Teacher checkpoints: import published ones, list the registry.")
+teacher_app = typer.Typer(help="Teacher checkpoints: import published ones, list the registry, "
+                          "build logit caches.")
 app.add_typer(teacher_app, name="teacher")
 
 
@@ -92,3 +99,73 @@ def list_(ctx: typer.Context) -> None:
         t.add_row(r.name, r.arch, f"{r.dataset} ({r.num_classes})", _pct(r.top1), _pct(r.top5),
                   source, r.sha256[:8], _short(r.path))
     console.print(t)
+
+
+def _dataset_config(name: str, num_classes: int, options: list[str]) -> dict:
+    """The dataset's default config with `key=value` overrides (values parsed as YAML)."""
+    cfg: dict = {"name": name}
+    if name == "synthetic":
+        cfg["num_classes"] = num_classes
+    for opt in options:
+        key, sep, value = opt.partition("=")
+        if not sep or not key:
+            raise UserError(f"--data-option {opt!r}: expected KEY=VALUE")
+        cfg[key] = yaml.safe_load(value)
+    cfg = data.resolve(cfg, "--data-option")
+    if data.num_classes(cfg) != num_classes:
+        raise UserError(f"the teacher has {num_classes} classes, the dataset "
+                        f"{data.num_classes(cfg)}")
+    return cfg
+
+
+@teacher_app.command("cache")
+def cache(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="A registered teacher (see `kdrun teacher list`)"),
+    dtype: str = typer.Option("auto", "--dtype", help="fp16 (the bf16-autocast teacher, what "
+                              "jobs with amp use) | fp32 (what jobs without amp use) | auto "
+                              "(fp16 on cuda, fp32 on cpu, as jobs' amp: auto)"),
+    data_option: list[str] = typer.Option([], "--data-option", "-o", help="KEY=VALUE of the "
+                                          "dataset config, as in the grid (e.g. val_split=5000); "
+                                          "default: the dataset's defaults"),
+    device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda "
+                               "when available)"),
+    download: bool = typer.Option(False, "--download", help="Fetch a missing dataset"),
+) -> None:
+    """Build a registered teacher's exact logit cache (all 162 crop+flip views of every
+    training image) under the runs directory, ahead of the grids' jobs that would build it.
+
+    A job finds it when its dataset config gives the same training images and its amp
+    setting the same dtype; otherwise its first job builds its own."""
+    settings: Settings = ctx.obj
+    dev = _device(device)
+    if dtype == "auto":
+        dtype = "fp16" if dev.type == "cuda" else "fp32"
+    if dtype not in ("fp16", "fp32"):
+        raise UserError(f"--dtype {dtype!r}: expected auto, fp16 or fp32")
+    t = teachers.registry_lookup(settings.open, settings.runs_dir)(name)
+    ds_cfg = _dataset_config(t["dataset"], t["num_classes"], data_option)
+    splits = data.load(ds_cfg, settings.data_dir, download=download)
+    if not on_device(splits.train):
+        raise UserError(f"{t['dataset']}: the cache needs the CIFAR crop+flip pipeline on "
+                        "in-memory 32x32 images (cifar100, synthetic)")
+    speed = fast.Speed(dev, amp=dtype == "fp16", channels_last=dev.type == "cuda")
+    model = models.create(t["arch"], num_classes=t["num_classes"], dataset=t["dataset"])
+    sd = checkpoints.extract_state_dict(checkpoints.load(t["path"]), t["path"])
+    checkpoints.load_into(model, sd, f"teacher {name}")
+    speed.prepare(model).eval()
+    loader = DeviceLoader.from_dataset(splits.train, 256, device=dev, train=False)
+    spec = teacher_cache.CacheSpec(t["sha256"], teacher_cache.data_hash(splits.train),
+                                   loader.padding, dtype)  # type: ignore[arg-type]
+    path = settings.runs_dir / teacher_cache.DIR / spec.filename
+    t0 = time.perf_counter()
+    built = teacher_cache.ensure(
+        path, lambda tmp: teacher_cache.build(model, loader, tmp, spec.dtype, speed),
+        {"teacher": name, "teacher_sha256": t["sha256"], "dataset": ds_cfg,
+         "images": len(splits.train), "dtype": dtype, "padding": loader.padding},
+        log=lambda m: console.print(f"teacher cache: {m}", highlight=False, soft_wrap=True))
+    size = path.stat().st_size / 2**20
+    what = f"built in {time.perf_counter() - t0:.1f} s" if built else "already built"
+    console.print(f"{what}: {_short(str(path))} ({size:,.1f} MiB, {len(splits.train)} images x "
+                  f"{teacher_cache.views_per_image(loader.padding)} views, {dtype})",
+                  soft_wrap=True, highlight=False)

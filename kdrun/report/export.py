@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from kdrun.db.engine import Database
 from kdrun.db.models import Job, Result
-from kdrun.report.load import flatten, load_epochs, load_jobs
+from kdrun.params import flatten
+from kdrun.report.load import load_epochs, load_jobs
 
 JOB_FIELDS = ("id", "hash", "grid", "kind", "dataset", "teacher", "student", "method", "seed",
               "state", "attempts", "max_attempts", "depends_on_id", "priority", "epoch", "error",

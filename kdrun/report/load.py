@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 import pandas as pd
@@ -10,22 +9,12 @@ from sqlalchemy import select
 
 from kdrun.db.engine import Database
 from kdrun.db.models import EpochMetric, Job, Result
+from kdrun.params import flatten
 
 RESULT_COLS = [c.name for c in Result.__table__.columns if c.name != "job_id"]
 EPOCH_COLS = [c.name for c in EpochMetric.__table__.columns if c.name not in ("id", "components")]
 JOB_COLS = ["job_id", "hash", "grid", "kind", "dataset", "teacher", "teacher_arch", "teacher_job",
             "student", "method", "seed", "state", "params", "recipe"]
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list) else v
-    return out
 
 
 def load_jobs(db: Database) -> pd.DataFrame:

@@ -117,7 +117,8 @@ def teacher_logits(teacher: nn.Module, loader: DeviceLoader, views: Views,
 
 def build(teacher: nn.Module, loader: DeviceLoader, path: Path, dtype: Dtype, speed: Speed,
           images_per_batch: int | None = None, log: Callable[[str], None] = _log) -> None:
-    """Write the cache of `teacher` over every image of `loader` to `path` (a new .npy)."""
+    """Write the cache of `teacher` over every image of `loader` to `path` (a new .npy).
+    `speed` is the job's (fp16 goes with speed.amp: the bf16 teacher's logits, held exactly)."""
     teacher.eval()
     n, p = loader.targets.shape[0], loader.padding
     per = images_per_batch or (16 if loader.device.type == "cuda" else 2)
@@ -170,7 +171,8 @@ def ensure(path: Path, build_to: Callable[[Path], None], meta: dict[str, Any] | 
             build_to(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            info = {**(meta or {}), "file": path.name, "build_s": round(time.perf_counter() - t0, 1)}
+            info = {**(meta or {}), "file": path.name,
+                    "build_s": round(time.perf_counter() - t0, 1)}
             side = path.with_suffix(".json")
             side_tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
             side_tmp.write_text(json.dumps(info, indent=1) + "\n")

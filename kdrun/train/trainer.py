@@ -176,7 +176,7 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
         state = ck["state"]
         _set_rng_state(ck["rng"], gen)
     if state["epoch"] < recipe.epochs:
-        _note_switches(state, switches)
+        note_switches(state, switches)
 
     n_batches = len(train_loader)
     test_logits = test_y = None  # from the last epoch trained
@@ -237,7 +237,7 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
     return finish(run, student, teacher, state, test_logits, test_y, test_loader)
 
 
-def _note_switches(state: dict[str, Any], switches: dict[str, Any]) -> None:
+def note_switches(state: dict[str, Any], switches: dict[str, Any]) -> None:
     """Remember the switches each stretch of epochs ran with (a resume may run elsewhere)."""
     runs = state.setdefault("switches", [])
     if not runs or {k: v for k, v in runs[-1].items() if k != "from_epoch"} != switches:

@@ -172,6 +172,7 @@ class Lease:
         self.next_renewal = start + seconds / RENEWALS_PER_LEASE
 
     def keep(self) -> None:
+        """Renew when due; raise LeaseLost when the lease is gone."""
         now = time.monotonic()
         if now >= self.next_renewal:
             try:
@@ -182,6 +183,10 @@ class Lease:
                 self.log(f"[yellow]heartbeat failed[/] for job {self.claim.job_id}, retrying: "
                          f"{_first_line(str(e.orig or e))}")
                 self.next_renewal = now + self.seconds / (2 * RENEWALS_PER_LEASE)
+        self.check()
+
+    def check(self) -> None:
+        """Raise LeaseLost once a whole lease passed without a renewal (by our clock)."""
         if time.monotonic() >= self.valid_until:
             raise queue.LeaseLost(f"job {self.claim.job_id}: no heartbeat got through for "
                                   f"{self.seconds:g} s")
@@ -243,7 +248,7 @@ def supervise(db: Database, claim: queue.Claim, slot: Slot, ws: WorkerSettings,
             lease.keep()
             msg = proc.next(timeout=lease.wait_s())
             if msg is not None:
-                outcome = _handle(db, claim, msg, proc, ws, run_dir, slot, progress)
+                outcome = _handle(db, claim, msg, proc, lease, ws, run_dir, slot, progress)
         return outcome
     finally:
         proc.close(GRACE_S if outcome is not None else 0.0)
@@ -251,7 +256,8 @@ def supervise(db: Database, claim: queue.Claim, slot: Slot, ws: WorkerSettings,
 
 
 def _handle(db: Database, claim: queue.Claim, msg: dict[str, Any], proc: TrainingProcess,
-            ws: WorkerSettings, run_dir: Path, slot: Slot, progress: ProgressFn) -> Outcome | None:
+            lease: Lease, ws: WorkerSettings, run_dir: Path, slot: Slot,
+            progress: ProgressFn) -> Outcome | None:
     """Turn one message from the training process into database writes."""
     kind = msg["type"]
     if kind == "progress":
@@ -262,7 +268,8 @@ def _handle(db: Database, claim: queue.Claim, msg: dict[str, Any], proc: Trainin
         queue.set_provenance(db, claim, msg["provenance"])
     elif kind == "epoch":
         queue.record_epoch(db, claim, msg["row"], msg["progress"])
-        proc.ack()
+        lease.check()  # frozen since that write? then the checkpoint is no longer ours
+        proc.ack()  # the training process now checkpoints the epoch
     elif kind == "succeeded":
         queue.succeed(db, claim, msg["result"], msg["teacher"])
         return Outcome("succeeded", f"best top-1 {msg['result']['best_top1']:.2f}")
