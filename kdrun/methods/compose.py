@@ -183,6 +183,7 @@ def make_composite(
         "name": name,
         "Params": params,
         "needs_teacher": base.needs_teacher or bool(addon and addon.needs_teacher),
+        "teacher_logits_only": all(c.teacher_logits_only for c in (base, addon) if c),
         "base_cls": base,
         "modifier_cls": modifier,
         "addon_cls": addon,

@@ -50,10 +50,14 @@ def tables(db: Database, grid: str | None = None) -> dict[str, pd.DataFrame]:
         rec.update({f"recipe.{k}": v for k, v in flatten(j.config["recipe"]).items()})
         rec.update({f"params.{k}": v for k, v in flatten(j.config["method"]["params"]).items()})
         job_recs.append(rec)
-    res_recs = [{f: getattr(r, f) for f in RESULT_FIELDS} for r in results]
+    res_recs = []
+    for r in results:  # the resolved speed switches become columns (switches.amp, ...)
+        rec = {f: getattr(r, f) for f in RESULT_FIELDS if f != "switches"}
+        rec.update({f"switches.{k}": v for k, v in flatten(r.switches or {}).items()})
+        res_recs.append(rec)
     return {
         "jobs": pd.DataFrame(job_recs, columns=None if job_recs else ["job_id"]),
-        "results": pd.DataFrame(res_recs, columns=list(RESULT_FIELDS)),
+        "results": pd.DataFrame(res_recs or None, columns=None if res_recs else RESULT_FIELDS),
         "epochs": load_epochs(db, ids),
     }
 

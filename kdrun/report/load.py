@@ -39,7 +39,7 @@ def load_jobs(db: Database) -> pd.DataFrame:
         recs.append(rec)
     df = pd.DataFrame(recs, columns=[*JOB_COLS, *RESULT_COLS])
     for c in RESULT_COLS:  # all-None columns would be object dtype; numbers must stay numbers
-        if c not in ("selection_split", "checkpoint", "sha256"):
+        if c not in ("selection_split", "checkpoint", "sha256", "switches"):
             df[c] = pd.to_numeric(df[c], errors="coerce")
     df["label"] = _labels(df)
     return df

@@ -98,9 +98,8 @@ def cache_dtype(speed: Speed) -> Dtype:
 
 
 def logits_only(method: type[Method]) -> bool:
-    """Whether a method, and each part of a composed one, needs only the teacher's logits."""
-    parts = [getattr(method, a, None) for a in ("base_cls", "addon_cls")]
-    return method.teacher_logits_only and all(p.teacher_logits_only for p in parts if p)
+    """Whether a method (a composed one: each of its parts) needs only the teacher's logits."""
+    return method.teacher_logits_only
 
 
 def _log(msg: str) -> None:
