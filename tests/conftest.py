@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
 
 import pytest
+import torch
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -50,3 +52,12 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'kdrun.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Small CPU tensors: one intra-op thread avoids oversubscription on a busy 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

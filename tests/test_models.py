@@ -13,7 +13,6 @@ import copy
 import gzip
 import hashlib
 import json
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,7 @@ IMAGENET_NAMES = ["ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", 
 NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small CPU tensors: one intra-op thread avoids oversubscription on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @cache

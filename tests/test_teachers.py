@@ -5,7 +5,6 @@ changed checkpoint failing its job, trained teachers in the registry; and `kdrun
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,7 @@ from tests.fixtures_data import cifar_teachers_tar, save_kdrun_checkpoint, write
 RECIPE = {"epochs": 1, "batch_size": 64, "lr": 0.05, "lr_milestones": [1], "eval_batch_size": 128}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
