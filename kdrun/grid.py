@@ -8,7 +8,6 @@ Every mistake raises a UserError naming the file, the key path and the valid cho
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable
 from importlib import resources
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from kdrun import data, methods, models
+from kdrun import checkpoints, data, methods, models
 from kdrun.errors import UserError
 from kdrun.params import as_dict, build, field_types, is_list_type
 from kdrun.recipe import Recipe
@@ -125,12 +124,6 @@ def _recipe(base: dict[str, Any], override: Any, where: str) -> dict[str, Any]:
     return {**base, **(override or {})}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _registered_teacher(
@@ -261,7 +254,7 @@ def expand(
                     "name": tname,
                     "arch": arch,
                     "checkpoint": str(path.resolve()),
-                    "sha256": _sha256(path),
+                    "sha256": checkpoints.sha256(path),
                 },
                 None,
             )

@@ -93,9 +93,6 @@ def get(name: str) -> type[Method]:
         ) from None
 
 
-def param_fields(name: str) -> dict[str, Any]:
-    return {f.name: f.type for f in dataclasses.fields(get(name).Params)}
-
 
 def resolve(
     name: str,

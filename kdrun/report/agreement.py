@@ -73,8 +73,7 @@ def build(df: pd.DataFrame) -> Report:
     wide = wide.fillna("-")
     wide.index.name = "pair · method"
     scores = pd.DataFrame.from_dict(score, orient="index").reindex(index=rows, columns=cols)
-    if (long["n"] < long["total"]).any():
-        notes.append("incomplete cells: (done/total: states); means over the finished seeds")
+    notes += cells.incomplete_note(long)
     lower = frozenset(h for _, h, _, low in QUANTITIES if low)
     return Report("agreement", title, long, wide, score=scores, lower_is_better=lower,
                   notes=notes, rules_after=rules[:-1])

@@ -60,3 +60,10 @@ def text(c: dict[str, Any], digits: int = 2) -> str:
 
 def complete(c: dict[str, Any]) -> bool:
     return c["n"] == c.get("total", c["n"])
+
+
+def incomplete_note(long: pd.DataFrame) -> list[str]:
+    """The footnote a table with unfinished cells carries (none when every cell is done)."""
+    if (long["n"] < long["total"]).any():
+        return ["incomplete cells: (done/total: states); means over the finished seeds"]
+    return []

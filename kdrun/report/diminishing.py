@@ -192,8 +192,7 @@ def build(df: pd.DataFrame, metric: str = "best",
     wide = wide.fillna("")
     wide.index.name = "student · method"
     scores = pd.DataFrame.from_dict(score, orient="index").reindex(index=order, columns=cols)
-    if (long["n"] < long["total"]).any():
-        notes.append("incomplete cells: (done/total: states); means over the finished seeds")
+    notes += cells.incomplete_note(long)
     if sources:
         notes.append("(paper) rows: published student top-1 per teacher, slope and gain over "
                      "the published teachers' own top-1")
