@@ -30,7 +30,8 @@ Projected 240-epoch wall time: 240 x (50,000 training images / img/s + 10,000 te
 eval img/s), plus the warm-up time (compilation) once. The cache's build is paid once per
 teacher and dataset for the whole grid: 162 forwards per image against a run's 240.
 --pack K,...: K processes run the kdrun + cache step at once on the device (what `--slots K`
-does with small jobs); reported is their summed img/s. GPU numbers only come from a GPU.
+does with small jobs; on a CPU each gets cores/K threads, as there); reported is their summed
+img/s. GPU numbers only come from a GPU.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def kdrun_path(setup: Setup, student, teacher_logits: TeacherLogits, steps: int,
     finite = bool(torch.isfinite(loss_sum).item())  # the one host read, as at an epoch's end
     test_loader = DeviceLoader.from_dataset(setup.test, 256, device=dev, train=False)
     if dev.type == "cuda":
-        predict(student, test_loader, dev)  # warm up cuDNN's algorithm choice
+        predict(student, test_loader, dev)  # warm up: CUDA context, cuDNN handles, allocator
     t1 = time.perf_counter()
     predict(student, test_loader, dev)
     sync(dev)
@@ -312,6 +313,8 @@ def projected_s(r: dict) -> float:
 
 def pack_child(args) -> None:
     """One of K packed processes: warm up, say ready, wait for go, time, print img/s."""
+    if args.pack_threads:
+        torch.set_num_threads(args.pack_threads)
     setup = make_setup(args)
     tname, sname = args.pairs.split(",")[0].split(":")
     teacher, student = make_models(setup, tname, sname)
@@ -330,6 +333,8 @@ def packing(args, dev: torch.device) -> list[tuple[int, float]]:
             ready = [Path(d) / f"ready{i}" for i in range(k)]
             go = Path(d) / "go"
             cmd = [sys.executable, __file__, *sys.argv[1:]]
+            if dev.type == "cpu":  # share the cores out, as `kdrun worker --slots K` does
+                cmd += ["--pack-threads", str(max(1, (os.cpu_count() or 1) // k))]
             procs = [subprocess.Popen([*cmd, "--pack-child", str(r), str(go)],
                                       stdout=subprocess.PIPE, text=True) for r in ready]
             while not all(r.exists() for r in ready):
@@ -377,6 +382,7 @@ def main() -> None:
     ap.add_argument("--pack", help="also measure K packed processes, e.g. 1,2,4,8")
     ap.add_argument("--json", help="write the numbers here too")
     ap.add_argument("--pack-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--pack-threads", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -171,7 +171,7 @@ def expand(
             raise UserError(f"missing required key {key!r}")
     name = str(g.get("name") or default_name)
     ds = data.resolve(g["dataset"])
-    dataset = ds["name"]
+    dataset, n_classes = ds["name"], data.num_classes(ds)
     seeds = g.get("seeds", [0])
     seeds = [seeds] if isinstance(seeds, int) else seeds
     if (
@@ -295,6 +295,7 @@ def expand(
                 dataset=dataset,
                 where=w + ".methods",
             )
+            methods.check(mname, params, num_classes=n_classes, where=w + ".methods")
             spec = JobSpec(
                 "student",
                 {

@@ -301,3 +301,18 @@ def test_device_loader_resume_is_bit_exact(tmp_path):
     a = torch.load(straight["checkpoint"], weights_only=True)["model"]
     b = torch.load(resumed["checkpoint"], weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dataloader_workers_resume_is_bit_exact(tmp_path):
+    """With worker processes the torch loader seeds them from the job's generator each
+    epoch, so a resumed job draws the shuffles and crops the uninterrupted one drew."""
+    cfg = _config({"name": "synthetic", "num_classes": 4, "train_size": 64, "test_size": 16},
+                  "resnet8", epochs=2, batch_size=16, loader="torch")
+    straight = train(Run(cfg, tmp_path / "a", Path("."), num_workers=1))
+    with pytest.raises(Interrupted):
+        train(Run(cfg, tmp_path / "b", Path("."), num_workers=1),
+              Hooks(stop_requested=lambda: True))
+    resumed = train(Run(cfg, tmp_path / "b", Path("."), num_workers=1))
+    a = torch.load(straight["checkpoint"], weights_only=True)["model"]
+    b = torch.load(resumed["checkpoint"], weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

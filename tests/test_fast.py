@@ -24,7 +24,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 def test_auto_is_on_on_cuda_and_off_on_cpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation: True)
     assert fast.resolve(Recipe(), CPU) == fast.Speed(CPU)
     assert fast.resolve(Recipe(), CUDA) == fast.Speed(CUDA, amp=True, channels_last=True,
                                                       compile=True)
@@ -32,7 +32,8 @@ def test_auto_is_on_on_cuda_and_off_on_cpu(monkeypatch):
     assert fast.resolve(on, CPU) == fast.Speed(CPU, True, True, True)
     off = Recipe(amp="off", channels_last="off", compile="off")
     assert fast.resolve(off, CUDA) == fast.Speed(CUDA)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation: including_emulation)  # emulated only
     assert not fast.resolve(Recipe(), CUDA).amp  # auto: no bf16 on pre-Ampere GPUs
     assert fast.resolve(Recipe(amp="bf16"), CUDA).amp  # asked for: asked for
     with pytest.raises(ConfigError, match="recipe.amp: 'fp8'"):
@@ -161,3 +162,31 @@ def test_fast_job_trains_like_the_reference_and_its_result_records_how(tmp_path)
     with db.read() as s:
         assert s.execute(select(Result.switches)).scalar_one() == sw
     db.dispose()
+
+
+def test_compiled_job_trains_like_the_eager_one_on_cpu(tmp_path):
+    """torch.compile for real (inductor's CPU backend; CUDA adds CUDA graphs on top): full
+    batches run the compiled forward and backward, the smaller last batch the eager module,
+    and the job follows the eager job's losses and writes the same checkpoint keys."""
+    torch.manual_seed(1)
+    teacher = tmp_path / "t.pt"
+    checkpoints.atomic_save({"model": models.create("resnet8", num_classes=4).state_dict()},
+                            teacher)
+    dataset = {**DATASET, "train_size": 40}  # batches of 16, 16 and 8
+    losses: dict[str, list[float]] = {"eager": [], "compiled": []}
+    results = {}
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for name, compile_ in (("eager", "off"), ("compiled", "on")):
+        job = {**kd_job(teacher, compile=compile_, teacher_cache="off"), "dataset": dataset}
+        job["recipe"] = {**job["recipe"], "epochs": 2, "lr_milestones": [1]}
+        hooks = Hooks(epoch_done=lambda row, p, k=name: losses[k].append(row["train_loss"]))
+        results[name] = train(Run(job, tmp_path / name, tmp_path), hooks)
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
+    assert results["compiled"]["switches"]["compile"] is True
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # student and teacher
+    eager = torch.load(tmp_path / "eager" / "model.pt", weights_only=True)["model"]
+    compiled = torch.load(tmp_path / "compiled" / "model.pt", weights_only=True)["model"]
+    assert list(compiled) == list(eager)  # no _orig_mod. prefixes: loads into the plain model
+    for k in eager:
+        assert torch.allclose(compiled[k].float(), eager[k].float(), rtol=1e-2, atol=1e-3), k

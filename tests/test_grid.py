@@ -116,6 +116,14 @@ def test_hash_is_stable_and_config_sensitive():
             "unknown key 'tau'; valid keys: T, ce_weight",
         ),
         (lambda g: g.update(methods=[{"kd": {"T": "hot"}}]), "kd.T: expected a number"),
+        (
+            lambda g: g.update(methods=["cakd"]),  # default top_k=5 on a 4-class dataset
+            "pairs[0].methods.cakd.top_k: 5 must be between 1 and 3 (the dataset has 4 classes)",
+        ),
+        (
+            lambda g: g.update(methods=[{"cakd+ls+rkkd": {"cakd": {"top_k": 4}}}]),
+            "pairs[0].methods.cakd+ls+rkkd.cakd.top_k: 4 must be between 1 and 3",
+        ),
         (lambda g: g.update(methods=[]), "methods: expected a non-empty list"),
         (lambda g: g.update(seeds=["a"]), "seeds: expected a list of integers"),
     ],
@@ -152,3 +160,8 @@ def test_shipped_grid_resolves_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     name, specs = load("grids/quickstart.yaml")
     assert name == "quickstart" and specs
+
+
+def test_class_count_checks_accept_what_fits():
+    ok = expand(tiny_grid(methods=[{"cakd": {"top_k": 3}}, {"cakd": {"strong_set": "label"}}]))
+    assert {s.config["method"]["params"]["top_k"] for s in ok[1] if s.kind == "student"} == {3, 5}

@@ -16,7 +16,7 @@ from kdrun.db.engine import Database
 from kdrun.errors import UserError
 from kdrun.report.filters import Filters
 from kdrun.report.tables import Options, build
-from tests.test_report_db import build_db, grid_dict
+from tests.test_report_db import build_db, grid_dict, result_for
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +323,30 @@ def test_diminishing_paper_rows_from_the_published_ladder(tmp_path: Path) -> Non
     assert any(n.startswith("paper: dist (") for n in r.notes)
     top1 = build("top1", db)
     assert cell(top1, "kd", "ResNet34->ResNet18")["paper"] == 71.03  # mdistiller's KD*
+
+
+GPU_FAST = {"device": "cuda", "amp": "bf16", "channels_last": True, "compile": True,
+            "loader": "device", "teacher": "cache"}
+CPU_PLAIN = {"device": "cpu", "amp": "off", "channels_last": False, "compile": False,
+             "loader": "torch", "teacher": "live"}
+
+
+def test_top1_tells_runs_apart_by_how_they_were_computed(tmp_path: Path) -> None:
+    """One kd seed ran on a CPU in fp32 with the live teacher, everything else on a GPU with
+    every switch on: the table says so and names the one cell that mixes the two."""
+    def results(config: dict) -> dict:
+        odd = config["method"]["name"] == "kd" and config["seed"] == 1 and (
+            config["teacher"]["name"] == "resnet14")
+        return {**result_for(config), "switches": CPU_PLAIN if odd else GPU_FAST}
+
+    db = build_db(tmp_path / "k.db", results=results)
+    notes = build("top1", db).notes
+    mixed = [n for n in notes if n.startswith("runs were computed differently")]
+    assert mixed == ["runs were computed differently: cuda, bf16, channels_last, compile, "
+                     "cached teacher logits (16 jobs); cpu, fp32, live teacher (1 job); "
+                     "cells mixing them: kd resnet14->resnet8 (`kdrun export` has each job's "
+                     "switches)"]
+    same = build_db(tmp_path / "same.db", results=lambda c: {**result_for(c),
+                                                              "switches": GPU_FAST})
+    assert ("computed as: cuda, bf16, channels_last, compile, cached teacher logits (17 jobs)"
+            in build("top1", same).notes)

@@ -59,7 +59,12 @@ def eval_loader(ds: Dataset, batch_size: int, device: torch.device, kind: str = 
 
 def make_loaders(splits: Splits, kind: str, device: torch.device, generator: torch.Generator, *,
                  batch_size: int, eval_batch_size: int, num_workers: int = 0) -> Loaders:
-    """All of a job's loaders; the training order and augmentation come from `generator`."""
+    """All of a job's loaders; the training order and augmentation come from `generator`.
+
+    DataLoader workers are not persistent: each epoch's workers are seeded from `generator`
+    as the epoch starts, so a job resumed from a checkpoint draws what the uninterrupted job
+    drew. Persistent workers draw their seed once, in the first epoch a process runs, which
+    shifts the generator's stream and the workers' augmentation after a resume."""
     kind = choose(kind, splits, device)
     if kind == "device":
         train: Iterable[Any] = DeviceLoader.from_dataset(splits.train, batch_size, device=device,
@@ -67,7 +72,7 @@ def make_loaders(splits: Splits, kind: str, device: torch.device, generator: tor
     else:
         train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=False,
                            generator=generator, num_workers=num_workers,
-                           pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+                           pin_memory=device.type == "cuda")
     test = eval_loader(splits.test, eval_batch_size, device, kind, num_workers)
     val = (eval_loader(splits.val, eval_batch_size, device, kind, num_workers)
            if splits.val is not None else None)

@@ -12,6 +12,15 @@ from kdrun.methods import (  # noqa: F401  (registration side effects)
     vanilla,
 )
 from kdrun.methods.base import Method
-from kdrun.methods.registry import available, create, get, needs_teacher, register, resolve
+from kdrun.methods.registry import (
+    available,
+    check,
+    create,
+    get,
+    needs_teacher,
+    register,
+    resolve,
+)
 
-__all__ = ["Method", "available", "create", "get", "needs_teacher", "register", "resolve"]
+__all__ = ["Method", "available", "check", "create", "get", "needs_teacher", "register",
+           "resolve"]

@@ -42,6 +42,11 @@ class Method(nn.Module):
         """Defaults that depend on the pair or the dataset (e.g. DKD's per-pair beta)."""
         return {}
 
+    @classmethod
+    def check(cls, params: dict[str, Any], *, num_classes: int, where: str) -> None:
+        """Reject resolved hyperparameters that cannot work with the dataset's class count,
+        so a grid fails at enqueue instead of every job failing at run time."""
+
     def forward(
         self,
         student_logits: torch.Tensor,

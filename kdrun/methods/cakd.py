@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from kdrun.errors import ConfigError
+from kdrun.errors import ConfigError, UserError
 from kdrun.methods.base import Method
 from kdrun.methods.dkd import warmup_factor
 from kdrun.methods.functional import split_kl
@@ -67,6 +67,13 @@ class CAKD(Method):
     def defaults(cls, *, teacher, student, dataset):
         # Reconstruction: ImageNet temperature and warm-up as DKD's.
         return {"T": 1.0, "warmup": 1} if dataset == "imagenet" else {}
+
+    @classmethod
+    def check(cls, params, *, num_classes, where):
+        k = params["top_k"]
+        if params["strong_set"] == "teacher_topk" and not 1 <= k <= num_classes - 1:
+            raise UserError(f"{where}.cakd.top_k: {k} must be between 1 and {num_classes - 1} "
+                            f"(the dataset has {num_classes} classes)")
 
     def forward(self, student_logits, teacher_logits, targets, epoch=0):
         p = self.p

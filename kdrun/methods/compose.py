@@ -152,6 +152,12 @@ class Composite(Method):
             out[addon.name] = build(params, values, f"{where}.{addon.name}")
         return out
 
+    @classmethod
+    def check(cls, params: dict[str, Any], *, num_classes: int, where: str) -> None:
+        for c in (cls.base_cls, cls.addon_cls):
+            if c is not None:
+                c.check(params[c.name], num_classes=num_classes, where=f"{where}.{cls.name}")
+
     def forward(self, student_logits, teacher_logits, targets, epoch=0):
         ce = F.cross_entropy(student_logits, targets)
         zs, zt = student_logits, teacher_logits

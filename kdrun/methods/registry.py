@@ -117,6 +117,11 @@ def resolve(
     return as_dict(build(cls.Params, values, f"{where}.{name}"))
 
 
+def check(name: str, params: dict[str, Any], *, num_classes: int, where: str = "method") -> None:
+    """Raise UserError when resolved hyperparameters do not fit a dataset of `num_classes`."""
+    get(name).check(params, num_classes=num_classes, where=where)
+
+
 def needs_teacher(name: str) -> bool:
     return get(name).needs_teacher
 

@@ -55,3 +55,42 @@ def selection_note(done: pd.DataFrame, metric: str) -> str:
     names = {"test": "the test split", "val": "a held-out validation split"}
     parts = [f"{names.get(s, s)} ({n} jobs)" for s, n in splits.items()]
     return "best epoch selected on " + " and ".join(parts)
+
+
+def speed_label(switches: object) -> str | None:
+    """How a job's numbers were computed, in a few words (None: not recorded)."""
+    if not isinstance(switches, dict) or "device" not in switches:
+        return None
+    parts = [str(switches["device"]), "bf16" if switches.get("amp") == "bf16" else "fp32"]
+    parts += [name for name in ("channels_last", "compile") if switches.get(name)]
+    parts.append("cached teacher logits" if switches.get("teacher") == "cache"
+                 else "live teacher" if switches.get("teacher") == "live" else "no teacher")
+    return ", ".join(parts)
+
+
+def speed_note(done: pd.DataFrame, cell_of: pd.Series, limit: int = 3) -> list[str]:
+    """Tell runs apart by their resolved speed switches: one line naming how the finished
+    jobs were computed, and, when that differs, the cells that mix kinds of run (bf16 vs fp32,
+    cache vs live teacher, CPU vs GPU). `cell_of`: each job's cell name, on done's index."""
+    if "switches" not in done:
+        return []
+    how = done["switches"].map(speed_label).dropna()
+    if how.empty:
+        return []
+    counts = how.value_counts()
+    if len(counts) == 1:
+        return [f"computed as: {counts.index[0]} ({_jobs(counts.iloc[0])})"]
+    kinds = "; ".join(f"{label} ({_jobs(n)})" for label, n in counts.items())
+    per_cell = how.groupby(cell_of.loc[how.index]).nunique()
+    mixed = list(per_cell[per_cell > 1].index)
+    where = ""
+    if mixed:
+        shown = ", ".join(mixed[:limit]) + (f" and {len(mixed) - limit} more"
+                                            if len(mixed) > limit else "")
+        where = f"; cells mixing them: {shown}"
+    return [f"runs were computed differently: {kinds}{where} (`kdrun export` has each job's "
+            "switches)"]
+
+
+def _jobs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"

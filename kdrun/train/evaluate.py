@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 @torch.inference_mode()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device):
-    """(logits float32 [N, C] on CPU, labels [N]) over a loader, model in eval mode."""
+    """(logits float32 [N, C], labels [N]) over a loader, both on the CPU; model in eval mode."""
     was_training = model.training
     model.eval()
     outs, ys = [], []
@@ -18,7 +18,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device):
         outs.append(model(x.to(device, non_blocking=True)).float())
         ys.append(y)
     model.train(was_training)
-    return torch.cat(outs).cpu(), torch.cat(ys)
+    return torch.cat(outs).cpu(), torch.cat(ys).cpu()  # a device loader yields labels on the GPU
 
 
 def topk(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[float]:

@@ -83,7 +83,7 @@ def _switch(name: str, value: str, on: str, device: torch.device) -> bool:
 def resolve(recipe: Recipe, device: torch.device) -> Speed:
     """The switches this job runs with on `device`."""
     amp = _switch("amp", recipe.amp, "bf16", device)
-    if recipe.amp == "auto" and amp and not torch.cuda.is_bf16_supported():
+    if recipe.amp == "auto" and amp and not torch.cuda.is_bf16_supported(including_emulation=False):
         amp = False  # pre-Ampere GPUs emulate bf16 slowly: auto means fp32 there
     return Speed(device, amp=amp,
                  channels_last=_switch("channels_last", recipe.channels_last, "on", device),

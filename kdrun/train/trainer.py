@@ -108,25 +108,27 @@ def build_teacher(run: Run, num_classes: int) -> torch.nn.Module | None:
     return model
 
 
-def _rng_state(loader_gen: torch.Generator) -> dict[str, Any]:
+def _rng_state(loader_gen: torch.Generator, dev: torch.device) -> dict[str, Any]:
     # numpy's key array travels as a tensor: weights-only loading refuses numpy objects.
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(), "loader": loader_gen.get_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # The job's own GPU only: other visible GPUs are not its state (and reading theirs
+        # would create a CUDA context on each).
+        "cuda": [torch.cuda.get_rng_state(dev)] if dev.type == "cuda" else [],
     }
 
 
-def _set_rng_state(s: dict[str, Any], loader_gen: torch.Generator) -> None:
+def _set_rng_state(s: dict[str, Any], loader_gen: torch.Generator, dev: torch.device) -> None:
     random.setstate(s["python"])
     kind, keys, pos, has_gauss, gauss = s["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(s["torch"])
     loader_gen.set_state(s["loader"])
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    if s["cuda"] and dev.type == "cuda":  # saved on a GPU, resumed on a GPU
+        torch.cuda.set_rng_state(s["cuda"][0], dev)
 
 
 def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
@@ -174,7 +176,7 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         state = ck["state"]
-        _set_rng_state(ck["rng"], gen)
+        _set_rng_state(ck["rng"], gen, dev)
     if state["epoch"] < recipe.epochs:
         note_switches(state, switches)
 
@@ -228,7 +230,7 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
                                "eta_s": left * per_epoch})
         checkpoints.atomic_save({"model": student.state_dict(), "optimizer": opt.state_dict(),
                                  "scheduler": sched.state_dict(), "state": state,
-                                 "rng": _rng_state(gen)}, last)
+                                 "rng": _rng_state(gen, dev)}, last)
         if left and hooks.stop_requested():
             raise Interrupted(f"stopped after epoch {epoch}")
 
