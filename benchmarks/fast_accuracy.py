@@ -23,8 +23,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "benchmarks":
-    sys.path.pop(0)  # its queue.py would shadow the standard library's
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
@@ -33,6 +31,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
+from train_throughput import device_name  # noqa: E402  (this folder, first on sys.path)
 
 from kdrun.train.trainer import Run, train  # noqa: E402
 
@@ -54,7 +53,6 @@ def main() -> None:
     args = ap.parse_args()
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                        else ("cpu" if args.device == "auto" else args.device))
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     seeds = [int(s) for s in args.seeds.split(",")]
     dataset = {"name": "synthetic", "num_classes": args.classes, "train_size": args.train_size,
                "test_size": args.test_size}
@@ -73,7 +71,7 @@ def main() -> None:
         fast = {"amp": "bf16", "channels_last": "on", "compile": args.compile or "off",
                 "teacher_cache": "on"}
     out = Path(args.out or tempfile.mkdtemp(prefix="kdrun-fast-accuracy-"))
-    print(f"device: {dev.type} ({name}); {args.teacher} -> {args.student} KD, synthetic "
+    print(f"device: {device_name(dev)}; {args.teacher} -> {args.student} KD, synthetic "
           f"{args.classes} classes, {args.train_size} train / {args.test_size} test images, "
           f"{m} epochs, seeds {seeds}; runs in {out}", flush=True)
 

@@ -29,10 +29,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, this folder heads sys.path; its sibling modules (e.g. queue.py) must not
-# shadow the standard library that torch imports.
-if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "benchmarks":
-    sys.path.pop(0)
 METHODS = ["kd", "dkd", "dist", "cakd", "cmkd", "rkkd", "kd+ls", "kd+rkkd", "kd+cmkd"]
 NAIVE = ["rkkd (naive)", "cmkd (naive)"]
 HEADER = ("method", "wall ms", "cpu ms", "x kd", "peak MB", "x kd")

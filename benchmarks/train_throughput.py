@@ -40,10 +40,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script this folder heads sys.path, and its queue.py would shadow the standard
-# library's (which DataLoader workers import): take it off, put the repository first.
-if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "benchmarks":
-    sys.path.pop(0)
+# The repository first, so that a checkout's kdrun is measured even without an install.
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402

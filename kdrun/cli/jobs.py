@@ -185,8 +185,9 @@ def retry(
     grid: str = typer.Option(None, "--grid", help="Every failed job of this grid"),
     everything: bool = typer.Option(False, "--all", help="Every failed job"),
 ) -> None:
-    """Put failed (and cancelled) jobs back in the queue with fresh attempts. They resume from
-    their last checkpoint."""
+    """Put failed (and cancelled) jobs back in the queue with fresh attempts.
+
+    They resume from their last checkpoint (delete a job's run directory to start over)."""
     n = queue.retry(ctx.obj.open(), _which(ids, grid, everything, "retry"))
     console.print(f"requeued {n} job(s)")
 

@@ -132,11 +132,11 @@ def cache(
                                "when available)"),
     download: bool = typer.Option(False, "--download", help="Fetch a missing dataset"),
 ) -> None:
-    """Build a registered teacher's exact logit cache (all 162 crop+flip views of every
-    training image) under the runs directory, ahead of the grids' jobs that would build it.
+    """Build a registered teacher's exact logit cache ahead of the jobs that would build it.
 
-    A job finds it when its dataset config gives the same training images and its amp
-    setting the same dtype; otherwise its first job builds its own."""
+    The cache holds the teacher's logits for all 162 crop+flip views of every training image,
+    under the runs directory. A job finds it when its dataset config gives the same training
+    images and its amp setting the same dtype; otherwise its first job builds its own."""
     settings: Settings = ctx.obj
     dev = _device(device)
     if dtype == "auto":

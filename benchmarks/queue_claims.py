@@ -1,6 +1,6 @@
 """Claim throughput and latency of the job queue, on SQLite and PostgreSQL.
 
-    python benchmarks/queue.py [--jobs 400] [--claimers 1,4,16] [--pg URL] [--no-pg]
+    python benchmarks/queue_claims.py [--jobs 400] [--claimers 1,4,16] [--pg URL] [--no-pg]
 
 For each backend and each number of concurrent claimers, a fresh queue of --jobs jobs is
 drained by that many processes, started together, each looping claim -> succeed (with a fake
@@ -14,30 +14,22 @@ when that server does not answer.
 
 from __future__ import annotations
 
-import sys
+import argparse
+import multiprocessing as mp
+import os
+import secrets
+import sqlite3
+import statistics
+import tempfile
+import time
 from pathlib import Path
 
-# This file shares its name with the standard library's `queue`, which multiprocessing imports:
-# take this directory off the import path (before anything imports `queue`), add the repo root.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-import argparse  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import os  # noqa: E402
-import secrets  # noqa: E402
-import sqlite3  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-
-from kdrun.db import migrate, queue  # noqa: E402
-from kdrun.db.engine import Database, redact  # noqa: E402
-from kdrun.spec import JobSpec  # noqa: E402
+from kdrun.db import migrate, queue
+from kdrun.db.engine import Database, redact
+from kdrun.spec import JobSpec
 
 PG_DEFAULT = os.environ.get("KDRUN_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 RESULT = {"best_top1": 50.0, "best_top5": 90.0, "best_epoch": 1, "last_top1": 50.0,
