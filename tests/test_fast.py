@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 def test_auto_is_on_on_cuda_and_off_on_cpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert fast.resolve(Recipe(), CPU) == fast.Speed(CPU)
     assert fast.resolve(Recipe(), CUDA) == fast.Speed(CUDA, amp=True, channels_last=True,
                                                       compile=True)
@@ -33,7 +34,7 @@ def test_auto_is_on_on_cuda_and_off_on_cpu(monkeypatch):
     off = Recipe(amp="off", channels_last="off", compile="off")
     assert fast.resolve(off, CUDA) == fast.Speed(CUDA)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation: including_emulation)  # emulated only
+                        lambda including_emulation=True: including_emulation)  # emulated only
     assert not fast.resolve(Recipe(), CUDA).amp  # auto: no bf16 on pre-Ampere GPUs
     assert fast.resolve(Recipe(amp="bf16"), CUDA).amp  # asked for: asked for
     with pytest.raises(ConfigError, match="recipe.amp: 'fp8'"):
@@ -164,6 +165,8 @@ def test_fast_job_trains_like_the_reference_and_its_result_records_how(tmp_path)
     db.dispose()
 
 
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="inductor's CPU backend compiles C++ and no compiler is installed")
 def test_compiled_job_trains_like_the_eager_one_on_cpu(tmp_path):
     """torch.compile for real (inductor's CPU backend; CUDA adds CUDA graphs on top): full
     batches run the compiled forward and backward, the smaller last batch the eager module,

@@ -325,28 +325,45 @@ def test_diminishing_paper_rows_from_the_published_ladder(tmp_path: Path) -> Non
     assert cell(top1, "kd", "ResNet34->ResNet18")["paper"] == 71.03  # mdistiller's KD*
 
 
+def switched(fast: dict, odd: dict | None = None, which=lambda c: False):
+    """Results with recorded switches as real jobs have them: `teacher: none` where a job
+    has no teacher; `odd` for the jobs `which` picks."""
+    def results(config: dict) -> dict:
+        sw = dict(odd if odd and which(config) else fast)
+        if not config.get("teacher"):
+            sw["teacher"] = "none"
+        return {**result_for(config), "switches": sw}
+    return results
+
+
 GPU_FAST = {"device": "cuda", "amp": "bf16", "channels_last": True, "compile": True,
             "loader": "device", "teacher": "cache"}
 CPU_PLAIN = {"device": "cpu", "amp": "off", "channels_last": False, "compile": False,
              "loader": "torch", "teacher": "live"}
 
 
-def test_top1_tells_runs_apart_by_how_they_were_computed(tmp_path: Path) -> None:
-    """One kd seed ran on a CPU in fp32 with the live teacher, everything else on a GPU with
-    every switch on: the table says so and names the one cell that mixes the two."""
-    def results(config: dict) -> dict:
-        odd = config["method"]["name"] == "kd" and config["seed"] == 1 and (
-            config["teacher"]["name"] == "resnet14")
-        return {**result_for(config), "switches": CPU_PLAIN if odd else GPU_FAST}
+def test_top1_says_how_runs_were_computed(tmp_path: Path) -> None:
+    same = build_db(tmp_path / "same.db", results=switched(GPU_FAST))
+    assert ("computed as cuda, bf16, channels_last, compile (17 jobs); teacher logits cached "
+            "(12 jobs)") in build("top1", same).notes
+    plain = build_db(tmp_path / "plain.db", results=switched(CPU_PLAIN))
+    assert "computed as cpu, fp32 (17 jobs); teacher logits live (12 jobs)" in build(
+        "top1", plain).notes
+    assert not any(n.startswith("runs differ") for n in build("top1", same).notes)
+    unrecorded = build_db(tmp_path / "old.db")  # results from before switches were recorded
+    assert not any("computed as" in n for n in build("top1", unrecorded).notes)
 
-    db = build_db(tmp_path / "k.db", results=results)
-    notes = build("top1", db).notes
-    mixed = [n for n in notes if n.startswith("runs were computed differently")]
-    assert mixed == ["runs were computed differently: cuda, bf16, channels_last, compile, "
-                     "cached teacher logits (16 jobs); cpu, fp32, live teacher (1 job); "
+
+def test_top1_names_the_cells_that_mix_kinds_of_run(tmp_path: Path) -> None:
+    """One kd seed ran on a CPU in fp32 with the live teacher, everything else on a GPU with
+    every switch on: the note counts both kinds and names the one cell that mixes them."""
+    def odd(c: dict) -> bool:
+        return (c["method"]["name"] == "kd" and c["seed"] == 1
+                and c["teacher"]["name"] == "resnet14")
+
+    db = build_db(tmp_path / "k.db", results=switched(GPU_FAST, CPU_PLAIN, odd))
+    mixed = [n for n in build("top1", db).notes if n.startswith("runs differ")]
+    assert mixed == ["runs differ: computed as cuda, bf16, channels_last, compile (16 jobs); "
+                     "cpu, fp32 (1 job); teacher logits cached (11 jobs); live (1 job); "
                      "cells mixing them: kd resnet14->resnet8 (`kdrun export` has each job's "
                      "switches)"]
-    same = build_db(tmp_path / "same.db", results=lambda c: {**result_for(c),
-                                                              "switches": GPU_FAST})
-    assert ("computed as: cuda, bf16, channels_last, compile, cached teacher logits (17 jobs)"
-            in build("top1", same).notes)

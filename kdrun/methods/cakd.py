@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,7 @@ class CAKD(Method):
         return {"T": 1.0, "warmup": 1} if dataset == "imagenet" else {}
 
     @classmethod
-    def check(cls, params, *, num_classes, where):
+    def check(cls, params: dict[str, Any], *, num_classes: int, where: str) -> None:
         k = params["top_k"]
         if params["strong_set"] == "teacher_topk" and not 1 <= k <= num_classes - 1:
             raise UserError(f"{where}.cakd.top_k: {k} must be between 1 and {num_classes - 1} "

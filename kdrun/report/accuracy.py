@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from kdrun.report import cells, metrics
+from kdrun.report import cells, metrics, switches
 from kdrun.report import pairs as P
 from kdrun.report import paper as paper_mod
 from kdrun.report.table import Report
@@ -112,8 +112,7 @@ def build(df: pd.DataFrame, acc: str = "top1", metric: str = "best",
                      "seeds not finished; their mean is over the finished seeds only")
     if show_split:
         notes.append("[test] / [val]: the split that selected each cell's best epoch")
-    finished = df[df["state"] == "succeeded"]
-    notes += metrics.speed_note(finished, P.cell_names(finished))
+    notes += switches.note(df[df["state"] == "succeeded"])
     published = long.loc[long["paper"].notna(), "paper_source"]
     notes += paper_mod.notes({s if isinstance(s, str) else None for s in published})
     rules = [framing[-1]] if framing and len(framing) < len(order) else []

@@ -84,11 +84,3 @@ def order(labels: list[str]) -> list[str]:
         return rank, i if rank == len(METHOD_ORDER) else 0, label
 
     return [label for _, label in sorted(enumerate(dict.fromkeys(labels)), key=key)]
-
-
-def cell_names(df: pd.DataFrame) -> pd.Series:
-    """Each job's table cell in words: `kd resnet14->resnet8`, `teacher resnet14`."""
-    return pd.Series([f"{TEACHER_ROW} {s}" if k == "teacher" else f"{lab} {name(t, s)}"
-                      for k, lab, t, s in zip(df["kind"], df["label"], df["teacher"],
-                                              df["student"], strict=True)],
-                     index=df.index, dtype=object)

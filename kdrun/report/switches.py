@@ -1,0 +1,81 @@
+"""How each finished job was computed, so a table can tell runs apart by it.
+
+A job's result records the speed switches it resolved (device, bf16, channels_last, compile)
+and where its teacher's logits came from (cache or live forward). Runs of one cell normally
+share them; when they do not (a seed trained on a CPU, a grid resumed with other switches), the
+table says which cells mix kinds of run.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from kdrun.report import pairs as P
+
+UNRECORDED = "not recorded"  # results from before kdrun recorded switches
+
+
+def compute_label(switches: object) -> str:
+    """Device and arithmetic in a few words: `cuda, bf16, channels_last, compile`."""
+    if not isinstance(switches, dict) or "device" not in switches:
+        return UNRECORDED
+    parts = [str(switches["device"]), "bf16" if switches.get("amp") == "bf16" else "fp32"]
+    parts += [name for name in ("channels_last", "compile") if switches.get(name)]
+    if switches.get("earlier"):
+        parts.append("after epochs computed otherwise")
+    return ", ".join(parts)
+
+
+def teacher_label(switches: object) -> str:
+    if not isinstance(switches, dict) or switches.get("teacher") not in ("cache", "live"):
+        return UNRECORDED
+    return "cached" if switches["teacher"] == "cache" else "live"
+
+
+def cell_names(df: pd.DataFrame) -> pd.Series:
+    """Each job's table cell in words, unique per cell: `kd resnet14->resnet8`,
+    `student resnet8`, `teacher resnet14` (a teacher job named as its students name it)."""
+    names = {h: t for h, t in zip(df["teacher_job"], df["teacher"], strict=True) if h}
+    multi = df["dataset"].nunique() > 1
+    out = []
+    for _, r in df.iterrows():
+        if r["kind"] == "teacher":
+            name = f"{P.TEACHER_ROW} {names.get(r['hash'], r['student'])}"
+            if list(names.values()).count(names.get(r["hash"])) > 1:
+                name += f" ({r['hash'][:8]})"  # two teachers of one name
+        elif pd.isna(r["teacher"]):
+            name = f"{P.student_row(r['label'])} {r['student']}"
+        else:
+            name = f"{r['label']} {P.name(r['teacher'], r['student'])}"
+        out.append(f"{r['dataset']}:{name}" if multi else name)
+    return pd.Series(out, index=df.index, dtype=object)
+
+
+def _counts(labels: pd.Series) -> str:
+    return "; ".join(f"{label} ({n} job{'' if n == 1 else 's'})"
+                     for label, n in labels.value_counts().items())
+
+
+def note(finished: pd.DataFrame, limit: int = 3) -> list[str]:
+    """One line on how the finished jobs were computed, naming the cells that mix kinds of
+    run when they differ; nothing when no job recorded its switches."""
+    if finished.empty or "switches" not in finished:
+        return []
+    compute = finished["switches"].map(compute_label)
+    if (compute == UNRECORDED).all():
+        return []
+    distilled = finished["teacher"].notna() & (finished["kind"] == "student")
+    teacher = finished.loc[distilled, "switches"].map(teacher_label)
+    what = f"computed as {_counts(compute)}"
+    if len(teacher):
+        what += f"; teacher logits {_counts(teacher)}"
+    if compute.nunique() == 1 and teacher.nunique() <= 1:
+        return [what]
+    kind = compute + " | " + teacher.reindex(finished.index).fillna("")
+    per_cell = kind.groupby(cell_names(finished)).nunique()
+    mixed = sorted(per_cell[per_cell > 1].index)
+    where = ""
+    if mixed:
+        more = f" and {len(mixed) - limit} more" if len(mixed) > limit else ""
+        where = f"; cells mixing them: {', '.join(mixed[:limit])}{more}"
+    return [f"runs differ: {what}{where} (`kdrun export` has each job's switches)"]
