@@ -35,13 +35,15 @@ def teacher_label(switches: object) -> str:
 def cell_names(df: pd.DataFrame) -> pd.Series:
     """Each job's table cell in words, unique per cell: `kd resnet14->resnet8`,
     `student resnet8`, `teacher resnet14` (a teacher job named as its students name it)."""
-    names = {h: t for h, t in zip(df["teacher_job"], df["teacher"], strict=True) if h}
+    names = {h: t for h, t in zip(df["teacher_job"], df["teacher"], strict=True)
+             if isinstance(h, str)}
     multi = df["dataset"].nunique() > 1
     out = []
     for _, r in df.iterrows():
         if r["kind"] == "teacher":
-            name = f"{P.TEACHER_ROW} {names.get(r['hash'], r['student'])}"
-            if list(names.values()).count(names.get(r["hash"])) > 1:
+            tname = names.get(r["hash"])
+            name = f"{P.TEACHER_ROW} {tname or r['student']}"
+            if tname and list(names.values()).count(tname) > 1:
                 name += f" ({r['hash'][:8]})"  # two teachers of one name
         elif pd.isna(r["teacher"]):
             name = f"{P.student_row(r['label'])} {r['student']}"
