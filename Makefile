@@ -9,7 +9,7 @@ QS := quickstart
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,plot,postgres]'
+	$(BIN)/python -m pip install -q -e '.[dev,plot,postgres,tensorboard,wandb]'
 	touch $@
 
 venv: $(VENV)/.installed

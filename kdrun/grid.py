@@ -9,54 +9,79 @@ Every mistake raises a UserError naming the file, the key path and the valid cho
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kdrun import checkpoints, data, methods, models
+from kdrun import labels, teacher_sources, trackers
 from kdrun.errors import UserError
+from kdrun.lazy import lazy
+from kdrun.overrides import apply as apply_overrides
+from kdrun.overrides import parse as parse_overrides
 from kdrun.params import as_dict, build, field_types, is_list_type
-from kdrun.recipe import Recipe
+from kdrun.recipe import Recipe, default_milestones
 from kdrun.spec import JobSpec
 
+# The registries import torch: loaded when a grid is expanded, not when the CLI starts.
+data, methods, models = lazy("kdrun.data"), lazy("kdrun.methods"), lazy("kdrun.models")
+
 GRID_KEYS = ("name", "dataset", "recipe", "teachers", "pairs", "methods", "seeds")
-TEACHER_KEYS = ("arch", "train", "checkpoint", "registered", "seed", "recipe")
 PAIR_KEYS = ("teacher", "student", "recipe", "methods")
-TEACHER_PRIORITY = 10  # teachers first: every student of theirs waits for them
-# Registry name -> {"arch", "dataset", "num_classes", "path", "sha256"}; raises UserError when
-# unknown. Given by the caller that has the database (kdrun.teachers.registry_lookup).
-TeacherLookup = Callable[[str], dict[str, Any]]
+TEACHER_PRIORITY = teacher_sources.TEACHER_PRIORITY
+TeacherLookup = teacher_sources.TeacherLookup
 
 
 def resolve_path(path: str | Path) -> Path:
     """A grid path on disk, or else the grid of that name shipped inside kdrun."""
     p = Path(path)
+    bare = p.suffix not in (".yaml", ".yml") and p.parent == Path(".")
+    if p.is_file() or (p.exists() and not bare):
+        return p
+    name = f"{p.name}.yaml" if bare else p.name
+    shipped = resources.files("kdrun") / "grids" / name
+    if (bare or p.suffix in (".yaml", ".yml")) and shipped.is_file():
+        return Path(str(shipped))  # `grids/NAME.yaml`, or a bare `NAME` (even beside a
+        # folder of that name, such as the quickstart's output folder)
     if p.exists():
         return p
-    shipped = resources.files("kdrun") / "grids" / p.name
-    if p.suffix in (".yaml", ".yml") and shipped.is_file():
-        return Path(str(shipped))
-    names = sorted(
-        f.name for f in (resources.files("kdrun") / "grids").iterdir() if f.name.endswith(".yaml")
-    )
-    raise UserError(f"grid file {path} not found; shipped grids: {', '.join(names)}")
+    raise UserError(f"grid file {path} not found; shipped grids: "
+                    f"{', '.join(n + '.yaml' for n in shipped_grids())}")
+
+
+def shipped_grids() -> list[str]:
+    """Names of the grids shipped inside kdrun (`kdrun grids`, `--grid NAME`)."""
+    folder = resources.files("kdrun") / "grids"
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
 
 
 def load(
-    path: str | Path, teacher_lookup: TeacherLookup | None = None
+    path: str | Path, teacher_lookup: TeacherLookup | None = None,
+    overrides: Sequence[str] = (),
 ) -> tuple[str, list[JobSpec]]:
     """Read and expand a grid file: (grid name, job specs in enqueue order).
-    `teacher_lookup` resolves `registered:` teachers; without it they are an error."""
+    `teacher_lookup` resolves `registered:` teachers; without it they are an error.
+    `overrides`: `KEY=VALUE` texts of `--set` (kdrun.overrides), applied before validation."""
     p = resolve_path(path)
+    if p.is_dir():
+        found = sorted(x.name for x in p.glob("*.y*ml"))
+        raise UserError(f"--grid {path}: is a folder, not a grid file"
+                        + (f"; grid files in it: {', '.join(found)}" if found else ""))
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[:e.start].count(b"\n") + 1
+        raise UserError(f"{p}: line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
+                        "save the grid as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"{p}: cannot read the grid: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise UserError(f"{p}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+    raw = apply_overrides(raw, parse_overrides(overrides))
     try:
         return expand(raw, default_name=p.stem, teacher_lookup=teacher_lookup)
     except UserError as e:
@@ -121,43 +146,10 @@ def _sweep_method(name: str, hp: dict[str, Any]) -> list[dict[str, Any]]:
 def _recipe(base: dict[str, Any], override: Any, where: str) -> dict[str, Any]:
     if override is not None and not isinstance(override, dict):
         raise UserError(f"{where}: expected a mapping of recipe keys")
-    return {**base, **(override or {})}
-
-
-
-
-def _registered_teacher(
-    tname: str, tcfg: dict[str, Any], w: str, ds: dict[str, Any], lookup: TeacherLookup | None
-) -> dict[str, Any]:
-    """A teacher from the registry: `registered: true` (under its grid name) or `: NAME`.
-    Its path and sha256 are fixed now, so a checkpoint changed later fails the job."""
-    reg = tcfg["registered"]
-    name = tname if reg is True else reg
-    if not isinstance(name, str):
-        raise UserError(
-            f"{w}.registered: expected true or a registered teacher's name, got {reg!r}"
-        )
-    if lookup is None:
-        raise UserError(
-            f"{w}.registered: registered teachers are read from the database; "
-            "enqueue this grid with `kdrun enqueue`"
-        )
-    try:
-        row = lookup(name)
-    except UserError as e:
-        raise UserError(f"{w}.registered: {e}") from None
-    n = data.num_classes(ds)
-    if row["dataset"] != ds["name"] or row["num_classes"] != n:
-        raise UserError(
-            f"{w}.registered: teacher {name!r} was registered for {row['dataset']} "
-            f"({row['num_classes']} classes), the grid's dataset is {ds['name']} "
-            f"({n} classes)"
-        )
-    if "arch" in tcfg and tcfg["arch"] != row["arch"]:
-        raise UserError(
-            f"{w}.arch: {tcfg['arch']!r}, but registered teacher {name!r} is a {row['arch']}"
-        )
-    return {"name": tname, "arch": row["arch"], "checkpoint": row["path"], "sha256": row["sha256"]}
+    merged = {**base, **(override or {})}
+    if override and "epochs" in override and "lr_milestones" not in override:
+        merged.pop("lr_milestones", None)  # new epochs: milestones default to its fractions
+    return merged
 
 
 def expand(
@@ -181,6 +173,7 @@ def expand(
     ):
         raise UserError(f"seeds: expected a list of integers, got {seeds!r}")
     base_recipe = _recipe({}, g.get("recipe"), "recipe")
+    tracker = trackers.parse(base_recipe.pop("tracker", None), "recipe.tracker")
 
     def arch_ok(arch: Any, where: str) -> str:
         if not isinstance(arch, str) or arch not in models.available(dataset):
@@ -193,77 +186,22 @@ def expand(
     def recipes(override: dict[str, Any], where: str) -> list[dict[str, Any]]:
         out = []
         for r in sweep(override, field_types(Recipe)):
+            if "epochs" in r and "lr_milestones" not in r:
+                r["lr_milestones"] = default_milestones(r["epochs"])
             out.append(as_dict(build(Recipe, r, where)))
         return out
 
-    # Teachers: a vanilla training job each (train: true), a checkpoint file, or a registered
-    # teacher (kdrun teacher import, or trained by an earlier grid).
-    teachers: dict[str, tuple[dict[str, Any], JobSpec | None]] = {}
-    specs: list[JobSpec] = []
-    raw_teachers = g.get("teachers") or {}
-    if not isinstance(raw_teachers, dict):
-        raise UserError(
-            "teachers: expected a mapping of teacher name -> "
-            "{train: true | checkpoint: PATH | registered: true | NAME}"
-        )
-    for tname, tcfg in raw_teachers.items():
-        w = f"teachers.{tname}"
-        tcfg = _check_keys(tcfg or {}, TEACHER_KEYS, w)
-        train, ckpt = bool(tcfg.get("train", False)), tcfg.get("checkpoint")
-        registered = tcfg.get("registered") not in (None, False)
-        if train + (ckpt is not None) + registered != 1:
-            raise UserError(
-                f"{w}: give exactly one of 'train: true', 'checkpoint: PATH' or "
-                "'registered: true | NAME'"
-            )
-        if registered:
-            teachers[tname] = (_registered_teacher(tname, tcfg, w, ds, teacher_lookup), None)
-            continue
-        arch = arch_ok(tcfg.get("arch", tname), f"{w}.arch" if "arch" in tcfg else w)
-        if train:
-            seed = tcfg.get("seed", 0)
-            if not isinstance(seed, int):
-                raise UserError(f"{w}.seed: expected an integer, got {seed!r}")
-            tr = recipes(_recipe(base_recipe, tcfg.get("recipe"), f"{w}.recipe"), f"{w}.recipe")
-            if len(tr) != 1:
-                raise UserError(
-                    f"{w}.recipe: a teacher's recipe cannot be a sweep; "
-                    "give the teacher single recipe values"
-                )
-            job = JobSpec(
-                "teacher",
-                {
-                    "kind": "teacher",
-                    "dataset": ds,
-                    "recipe": tr[0],
-                    "student": arch,
-                    "teacher": None,
-                    "method": {"name": "vanilla", "params": {}},
-                    "seed": seed,
-                },
-                priority=TEACHER_PRIORITY,
-            )
-            specs.append(job)
-            teachers[tname] = ({"name": tname, "arch": arch, "job": job.hash}, job)
-        else:
-            path = Path(str(ckpt)).expanduser()
-            if not path.is_file():
-                raise UserError(f"{w}.checkpoint: file {ckpt} not found")
-            teachers[tname] = (
-                {
-                    "name": tname,
-                    "arch": arch,
-                    "checkpoint": str(path.resolve()),
-                    "sha256": checkpoints.sha256(path),
-                },
-                None,
-            )
+    # Teachers: one resolver per source (train, checkpoint, registered, torchvision).
+    teachers = teacher_sources.resolve_all(g.get("teachers"), teacher_sources.Context(
+        ds, arch_ok, lambda o, w: recipes(_recipe(base_recipe, o, w), w), teacher_lookup))
+    specs: list[JobSpec] = [t.job for t in teachers.values() if t.job is not None]
 
     pairs = g["pairs"]
     if not isinstance(pairs, list) or not pairs:
         raise UserError("pairs: expected a non-empty list of {teacher: NAME, student: ARCH}")
     default_methods = _method_entries(g["methods"], "methods")
     seen: set[str] = {s.hash for s in specs}
+    explicit: dict[str, list[str]] = {}  # spec hash -> method keys the grid wrote out
     for i, pair in enumerate(pairs):
         w = f"pairs[{i}]"
         pair = _check_keys(pair, PAIR_KEYS, w)
@@ -276,12 +214,14 @@ def expand(
                 f"{w}.teacher: {tname!r} is not declared under 'teachers'; declared: "
                 f"{', '.join(map(str, teachers)) or '(none)'}"
             )
-        tinfo, tjob = teachers[tname]
+        tinfo, tjob = teachers[tname].info, teachers[tname].job
         pair_methods = (
             _method_entries(pair["methods"], f"{w}.methods")
             if "methods" in pair
             else default_methods
         )
+        # a top-level method's bad value is reported at `methods`, where it was written
+        mwhere = f"{w}.methods" if "methods" in pair else "methods"
         pair_recipes = recipes(
             _recipe(base_recipe, pair.get("recipe"), f"{w}.recipe"), f"{w}.recipe"
         )
@@ -293,9 +233,9 @@ def expand(
                 teacher=tinfo["arch"] if needs else None,
                 student=student,
                 dataset=dataset,
-                where=w + ".methods",
+                where=mwhere,
             )
-            methods.check(mname, params, num_classes=n_classes, where=w + ".methods")
+            methods.check(mname, params, num_classes=n_classes, where=mwhere)
             spec = JobSpec(
                 "student",
                 {
@@ -312,4 +252,9 @@ def expand(
             if spec.hash not in seen:  # e.g. vanilla students shared by several teachers
                 seen.add(spec.hash)
                 specs.append(spec)
+                explicit[spec.hash] = list(labels.values({"method": {"params": hp},
+                                                          "recipe": {}}))
+    labels.assign(specs, explicit)
+    for sp in specs if tracker else ():  # not part of the hash (kdrun.spec.UNHASHED)
+        sp.config["tracker"] = tracker
     return name, specs

@@ -1,24 +1,78 @@
 """One name for a job, used everywhere a person reads it: worker lines, `status`, run folders,
 tracker run names, Slurm status.
 
-Owned by the daily-loop work (issue 14), which refines which hyperparameters the label
-shows. Everything else imports these two functions and never formats a job name itself.
+A label shows the hyperparameters that tell a job apart from its neighbours:
+`resnet14->resnet8 kd(T=2) s0`. Which ones is decided at enqueue, where the grid is known
+(`assign`): the method hyperparameters the grid wrote out, plus any method or recipe key
+that differs between jobs of the same pair, method and seed (a sweep). The label is stored
+with the job (`Job.label`); `job_label(config)` without keys gives the bare form.
+Everything else imports these functions and never formats a job name itself.
 Must stay import-light (no torch): `status` and reports use it.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kdrun.spec import config_hash
+from kdrun.spec import JobSpec, config_hash
 
 
-def job_label(config: dict[str, Any]) -> str:
-    """`resnet32x4->resnet8x4 kd s0` (a teacher's own job: `resnet32x4 vanilla s0`)."""
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def values(config: dict[str, Any]) -> dict[str, Any]:
+    """A job's method hyperparameters (`T`, `kd.T`) and recipe (`recipe.lr`) as flat keys."""
+    return {**_flat(config["method"]["params"]), **_flat(config["recipe"], "recipe.")}
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def job_label(config: dict[str, Any], keys: Iterable[str] | None = None) -> str:
+    """`resnet32x4->resnet8x4 kd(T=2) s0` (a teacher's own job: `resnet32x4 vanilla s0`);
+    `keys` are the flat keys to show (see `values`), in that order."""
     teacher = (config.get("teacher") or {}).get("name")
     pair = f"{teacher}->{config['student']}" if teacher else config["student"]
-    return f"{pair} {config['method']['name']} s{config['seed']}"
+    method = config["method"]["name"]
+    flat = values(config)
+    shown = [f"{k}={_short(flat[k])}" for k in (keys or ()) if k in flat]
+    if shown:
+        method += f"({', '.join(shown)})"
+    return f"{pair} {method} s{config['seed']}"
+
+
+def assign(specs: Sequence[JobSpec], explicit: dict[str, Iterable[str]] | None = None) -> None:
+    """Set `spec.label` for every job of a grid. `explicit`: spec hash -> the method keys the
+    grid wrote out for it. Recipe and method keys that differ between jobs of one pair,
+    method and seed are shown too, so two sweep points never share a label."""
+    explicit = explicit or {}
+    groups: dict[tuple, list[JobSpec]] = {}
+    for sp in specs:
+        key = (sp.dataset, sp.teacher, sp.student, sp.method, sp.seed, sp.kind)
+        groups.setdefault(key, []).append(sp)
+    for group in groups.values():
+        flats = [values(sp.config) for sp in group]
+        varying = sorted(k for k in set().union(*flats)
+                         if len({json.dumps(f.get(k), default=str) for f in flats}) > 1)
+        for sp, flat in zip(group, flats, strict=True):
+            own = [k for k in explicit.get(sp.hash, ()) if k in flat]
+            keys = own + [k for k in varying if k not in own]
+            sp.label = job_label(sp.config, keys)
 
 
 def run_dir_name(job_id: int, config: dict[str, Any]) -> str:

@@ -50,6 +50,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         raise UserError(errors[-1] if errors else f"{where}: invalid value {value!r}")
     if origin is Literal:
         choices = get_args(tp)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as true/false
         if value not in choices:
             raise UserError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
         return value

@@ -9,6 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+# The standard schedule's decay points as fractions of its 240 epochs: 150/180/210 of 240.
+MILESTONE_FRACTIONS = (150 / 240, 180 / 240, 210 / 240)
+
+
+def default_milestones(epochs: int) -> list[int]:
+    """lr decay epochs for `epochs` when a recipe sets epochs but not lr_milestones: the same
+    fractions as 150/180/210 of 240 (rounded, at least 1, duplicates dropped)."""
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        return [150, 180, 210]  # left for Recipe's own check to refuse the epochs
+    return sorted({min(epochs, max(1, int(epochs * f + 0.5))) for f in MILESTONE_FRACTIONS})
+
 
 @dataclass
 class Recipe:
@@ -38,6 +49,10 @@ class Recipe:
     # logits), else the live teacher. "on": whenever exact; "auto": whenever exact and either
     # the cache exists or this job alone pays for it (epochs >= 162, the views per image).
     teacher_cache: Literal["auto", "on", "off"] = "auto"
+    # Decode JPEG files (imagenet, tiny_imagenet) on the GPU with nvJPEG instead of in the
+    # loader workers (kdrun.data.gpu_decode). "on": where the job runs on CUDA; "auto": off
+    # (the CPU decode is the reference pipeline; turn it on where CPUs are short).
+    gpu_decode: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:

@@ -7,9 +7,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+# Config keys that say where a job reports, not what it computes: not part of its identity.
+UNHASHED = ("tracker",)
+
 
 def config_hash(config: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of a resolved config: equal configs -> one job."""
+    config = {k: v for k, v in config.items() if k not in UNHASHED}
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -22,6 +26,7 @@ class JobSpec:
     config: dict[str, Any]
     depends_on: str | None = None
     priority: int = 0
+    label: str | None = field(default=None, compare=False)  # kdrun.labels.assign, at enqueue
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:

@@ -20,18 +20,24 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from kdrun import checkpoints, data, models
+from kdrun import checkpoints
 from kdrun.db.clock import db_now
 from kdrun.db.engine import Database
 from kdrun.db.models import Teacher
 from kdrun.errors import UserError
-from kdrun.train.evaluate import predict, topk
+from kdrun.lazy import lazy
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and the registries load on first use: `kdrun status`/`report` import this module
+# (teacher lookups) and must stay light.
+data, models = lazy("kdrun.data"), lazy("kdrun.models")
 
 SUFFIXES = (".pth", ".pt")
 TEACHERS_DIR = "teachers"  # under the runs directory: checkpoints unpacked from archives
@@ -61,6 +67,7 @@ class Imported:
     top5: float | None = None
     status: str = "registered"  # or "already registered"
     staged: Path | None = None
+    source: str = "import"  # or "torchvision" (kdrun teacher fetch)
 
 
 def _pick(paths: list[str]) -> list[str]:
@@ -128,6 +135,8 @@ def _zoo_name(tag: str, dataset: str) -> str | None:
 
 def _matching_archs(sd: dict[str, torch.Tensor], dataset: str, num_classes: int) -> list[str]:
     """Zoo architectures whose state-dict keys and shapes equal the checkpoint's (on meta)."""
+    import torch
+
     want = {k: tuple(v.shape) for k, v in sd.items()}
     out = []
     for name in models.available(dataset):
@@ -163,6 +172,15 @@ def _load(f: Found) -> Any:
         raise UserError(str(e).replace(str(f.path), f.label)) from None
 
 
+def _check_classes(f: Found, sd: dict[str, torch.Tensor], dataset: str, n_classes: int) -> None:
+    """A classifier with another class count than the dataset's: say so, not a shape list."""
+    heads = [v for k, v in sd.items() if k.endswith("weight") and v.ndim == 2]
+    if heads and heads[-1].shape[0] != n_classes:
+        raise UserError(f"{f.label}: its classifier has {heads[-1].shape[0]} classes but "
+                        f"--dataset {dataset} has {n_classes}; import it with the --dataset "
+                        "it was trained on")
+
+
 def _check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise UserError(f"teacher name {name!r}: use letters, digits and . _ + - only")
@@ -172,6 +190,8 @@ def _check_name(name: str) -> str:
 def _evaluate(models_sd: list[tuple[Imported, dict]], ds_cfg: dict[str, Any], data_dir: Path,
               device: torch.device, download: bool) -> str | None:
     """Test top-1/top-5 of each teacher; the reason instead when the dataset is absent."""
+    from kdrun.train.evaluate import predict, topk
+
     try:
         splits = data.load(ds_cfg, data_dir, download=download)
     except UserError as e:
@@ -213,7 +233,7 @@ def _commit(db: Database, rows: list[Imported], teachers_dir: Path) -> None:
                     r.path = str(dest.resolve())
                 s.add(Teacher(name=r.name, arch=r.arch, dataset=r.dataset,
                               num_classes=r.num_classes, path=r.path, sha256=r.sha256,
-                              top1=r.top1, top5=r.top5, source="import", created_at=db_now()))
+                              top1=r.top1, top5=r.top5, source=r.source, created_at=db_now()))
     except BaseException as e:
         for p in moved:
             p.unlink(missing_ok=True)
@@ -246,6 +266,7 @@ def import_teachers(db: Database, source: Path, *, runs_dir: Path, data_dir: Pat
         checked: list[tuple[Imported, dict]] = []
         for f in found:
             sd = checkpoints.extract_state_dict(_load(f), f.label)
+            _check_classes(f, sd, dataset, n_classes)
             a = arch or infer_arch(f, sd, dataset, n_classes)
             model = models.create(a, num_classes=n_classes, dataset=dataset)
             checkpoints.load_into(model, sd, f"{f.label} (as {a}, {n_classes} classes)")
@@ -258,12 +279,27 @@ def import_teachers(db: Database, source: Path, *, runs_dir: Path, data_dir: Pat
             raise UserError(f"{source}: two checkpoints would both be registered as {dup!r}")
         note = "--no-eval"
         if evaluate:
+            import torch
+
             note = _evaluate(checked, ds_cfg, data_dir, torch.device(device), download)
         rows = [r for r, _ in checked]
         _commit(db, rows, teachers_dir)
         return rows, note
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def register_pretrained(db: Database, info: dict[str, Any], path: Path, sha: str) -> Imported:
+    """Record fetched torchvision weights (kdrun.pretrained) in the registry under their
+    weights name, e.g. `ResNet34_Weights.IMAGENET1K_V1`, with the file's sha256. Their
+    measured accuracy comes from the students' evaluations; the published one is in grids'
+    job configs."""
+    from kdrun import pretrained
+
+    row = Imported(_check_name(info["torchvision"]), info["arch"], pretrained.DATASET,
+                   pretrained.NUM_CLASSES, str(path.resolve()), sha, source="torchvision")
+    _commit(db, [row], path.parent)
+    return row
 
 
 def list_teachers(db: Database) -> list[Teacher]:

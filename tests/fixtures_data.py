@@ -123,3 +123,38 @@ def cifar_teachers_tar(path: Path, files: dict[str, Path]) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def write_tiny_imagenet(data_dir: Path, classes: int = 3, train_per_class: int = 4,
+                        val_per_class: int = 2) -> Path:
+    """data_dir/tiny-imagenet-200 as the archive unpacks: wnids.txt (not sorted), words.txt,
+    train/<wnid>/images/<wnid>_<i>.JPEG with <wnid>_boxes.txt, val/images/val_<i>.JPEG (all
+    classes in one folder, interleaved) labelled by val/val_annotations.txt (tab-separated file,
+    wnid, box), test/images. Real 64x64 JPEG files with a per-class colour."""
+    root = data_dir / "tiny-imagenet-200"
+    rng = np.random.default_rng(0)
+    wnids = [f"n0{7000000 - 1111 * c:07d}" for c in range(classes)]  # descending: unsorted
+
+    def jpeg(path: Path, c: int) -> None:
+        base = np.array([(37 * c) % 256, (91 * c + 60) % 256, (53 * c + 120) % 256])
+        px = np.clip(base + rng.normal(0, 30, (64, 64, 3)), 0, 255).astype(np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(px).save(path, format="JPEG", quality=90)
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "wnids.txt").write_text("".join(f"{w}\n" for w in wnids))
+    (root / "words.txt").write_text("".join(f"{w}\tthing {i}\n" for i, w in enumerate(wnids)))
+    for c, w in enumerate(wnids):
+        folder = root / "train" / w
+        for i in range(train_per_class):
+            jpeg(folder / "images" / f"{w}_{i}.JPEG", c)
+        (folder / f"{w}_boxes.txt").write_text(
+            "".join(f"{w}_{i}.JPEG\t0\t0\t63\t63\n" for i in range(train_per_class)))
+    lines = []
+    for i in range(classes * val_per_class):
+        c = (i * 2 + 1) % classes  # interleaved, not grouped by class
+        jpeg(root / "val" / "images" / f"val_{i}.JPEG", c)
+        lines.append(f"val_{i}.JPEG\t{wnids[c]}\t{i % 7}\t{i % 5}\t{40 + i % 9}\t{50 + i % 3}\n")
+    (root / "val" / "val_annotations.txt").write_text("".join(lines))
+    jpeg(root / "test" / "images" / "test_0.JPEG", 0)
+    return root

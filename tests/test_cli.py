@@ -20,7 +20,10 @@ def test_dry_run_writes_nothing(tmp_path):
     grid = write_grid(tmp_path / "g.yaml", tiny_grid())
     r = cli(tmp_path, "enqueue", "--grid", str(grid), "--dry-run")
     assert r.exit_code == 0, r.output
-    assert "5 jobs (1 teacher, 4 student)" in r.output and "dry run" in r.output
+    out = flat(r.output)
+    assert "dataset synthetic, 5 jobs" in out and "dry run: nothing written" in out
+    assert "jobs: 1 teacher trained first, 2 students trained alone, 2 distilled" in out
+    assert "all 5 jobs are new" in out
     assert not (tmp_path / "kdrun.db").exists()
 
 

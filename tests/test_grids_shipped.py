@@ -41,7 +41,8 @@ def dry_run(name: str) -> str:
     r = CliRunner().invoke(app, ["enqueue", "--grid", f"grids/{name}.yaml", "--dry-run"],
                            terminal_width=200)
     assert r.exit_code == 0, r.output
-    return r.output.strip().splitlines()[-1]
+    assert r.output.strip().splitlines()[-1].startswith("dry run: nothing written")
+    return r.output
 
 
 def test_cifar_grid_is_the_canonical_benchmark() -> None:
@@ -65,14 +66,20 @@ def test_cifar_grid_is_the_canonical_benchmark() -> None:
     assert (kd["T"], kd["ce_weight"], kd["kd_weight"]) == (4.0, 0.1, 0.9)
     n = len(teachers) + len(alone) + len(distilled)
     assert (len(specs), n) == (6 + 9 * 3 + 13 * 9 * 3, n)
-    assert dry_run("cifar") == f"{n} jobs (6 teacher, {n - 6} student); dry run: nothing written"
+    plan_text = dry_run("cifar")
+    assert f"dataset cifar100, {n} jobs" in plan_text
+    assert "13 pairs × 10 methods × 3 seeds" in plan_text
+    assert f"jobs: 6 teachers trained first, 27 students trained alone, {n - 33} distilled" \
+        in plan_text
 
 
 def test_imagenet_grid() -> None:
     specs, teachers, distilled, alone = plan("imagenet")
     pairs = {("ResNet34", "ResNet18"), ("ResNet50", "MobileNetV1")}
     check_full_product(distilled, pairs, CIFAR_METHODS)
-    assert {t.student for t in teachers} == {"ResNet34", "ResNet50"}
+    assert not teachers  # torchvision's pretrained teachers, the papers' ones
+    assert {s.config["teacher"]["torchvision"] for s in distilled} == {
+        "ResNet34_Weights.IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V1"}
     assert len(alone) == 2 * 3
     r = distilled[0].config["recipe"]
     assert (r["epochs"], r["lr_milestones"], r["weight_decay"]) == (100, [30, 60, 90], 1e-4)
@@ -82,13 +89,12 @@ def test_imagenet_grid() -> None:
     assert beta == {"ResNet34": 0.5, "ResNet50": 2.0}
     kd = next(s for s in distilled if s.method == "kd").config["method"]["params"]
     assert kd["T"] == 1.0
-    assert dry_run("imagenet") == "62 jobs (2 teacher, 60 student); dry run: nothing written"
+    dry_run("imagenet")  # no weights file needed to plan (nor to enqueue)
 
 
 @pytest.mark.parametrize("name, student, ladder", [
     ("diminishing", "resnet20",
      ["resnet32", "resnet44", "resnet56", "resnet110", "wrn_40_2", "resnet32x4"]),
-    ("diminishing_imagenet", "ResNet18", ["ResNet34", "ResNet50", "ResNet101", "ResNet152"]),
 ])
 def test_diminishing_grids(name: str, student: str, ladder: list[str]) -> None:
     specs, teachers, distilled, alone = plan(name)
@@ -97,6 +103,30 @@ def test_diminishing_grids(name: str, student: str, ladder: list[str]) -> None:
     assert {s.student for s in alone} == {student} and len(alone) == 3
     n = len(ladder) * (1 + 5 * 3) + 3
     assert len(specs) == n
-    assert dry_run(name) == (f"{n} jobs ({len(ladder)} teacher, {n - len(ladder)} student); "
-                             "dry run: nothing written")
+    plan_text = dry_run(name)
+    assert f", {n} jobs" in plan_text
+    assert f"jobs: {len(ladder)} teachers trained first" in plan_text
     assert grid.load(f"grids/{name}.yaml")[0] == "diminishing"  # one name, both ladders
+
+
+def test_diminishing_imagenet_grid_uses_torchvision_teachers() -> None:
+    specs, teachers, distilled, alone = plan("diminishing_imagenet")
+    ladder = ["ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152"]
+    methods = {"kd", "dist", "cmkd", "rkkd", "kd+rkkd", "dist+rkkd"}
+    check_full_product(distilled, {(t, "ResNet18") for t in ladder}, methods)
+    assert not teachers and {s.student for s in alone} == {"ResNet18"} and len(alone) == 3
+    published = {s.teacher: s.config["teacher"]["published_top1"] for s in distilled}
+    assert published == {"ResNet18": 69.758, "ResNet34": 73.314, "ResNet50": 76.13,
+                         "ResNet101": 77.374, "ResNet152": 78.312}
+    assert grid.load("grids/diminishing_imagenet.yaml")[0] == "diminishing"
+    dry_run("diminishing_imagenet")
+
+
+def test_tiny_imagenet_grid() -> None:
+    specs, teachers, distilled, alone = plan("tiny_imagenet")
+    pairs = {("resnet32x4", "resnet8x4"), ("vgg13", "vgg8")}
+    check_full_product(distilled, pairs, CIFAR_METHODS)
+    assert [t.student for t in teachers] == ["resnet32x4", "vgg13"]
+    assert specs[0].config["dataset"] == {"name": "tiny_imagenet", "root": "tiny-imagenet-200",
+                                          "num_classes": 200, "augment": "crop",
+                                          "download": False}

@@ -268,7 +268,8 @@ def test_dist_terms_match_definition():
 
 def test_cmkd_combines_pearson_and_spearman_by_difficulty():
     zs, zt, y = inputs(seed=12)
-    cmkd = create("cmkd", T=2.0, beta=3.0, gamma=0.5, difficulty="teacher_error")
+    cmkd = create("cmkd", T=2.0, beta=3.0, gamma=0.5, difficulty="teacher_error",
+                  difficulty_norm="none")  # raw d as the weight (issue 13: a named choice)
     d = 1 - F.softmax(zt, 1).gather(1, y[:, None])[:, 0]
     l_p = 1 - torch.tensor([np.corrcoef(a, b)[0, 1] for a, b in zip(
         F.softmax(zs / 2, 1).detach().numpy(), F.softmax(zt / 2, 1).numpy(), strict=True)])
@@ -325,15 +326,16 @@ def test_kd_ls_is_kd_on_standardized_logits_with_raw_ce():
     torch.testing.assert_close(comps["ce"], F.cross_entropy(zs, y).detach())
     # invariant to the scale and offset of either model's logits
     torch.testing.assert_close(create("kd+ls")(3 * zs + 1, 0.2 * zt, y)[1]["kd"], comps["kd"])
-    # grid values override the published defaults; other bases keep their own defaults
+    # grid values override the published defaults; bases the LS authors never ran keep theirs
     assert resolve("kd+ls", {"kd": {"T": 3}}, **CIFAR)["kd"]["T"] == 3.0
-    assert resolve("dkd+ls", None, **CIFAR)["dkd"] == resolve("dkd", None, **CIFAR)
+    assert resolve("dist+ls", None, **CIFAR)["dist"] == resolve("dist", None, **CIFAR)
 
 
 def test_dkd_ls_standardizes_only_the_distillation_terms():
     zs, zt, y = inputs(seed=15, scale=5.0)
     loss, _ = create("dkd+ls", dkd={"warmup": 0})(zs, zt, y)
-    dkd = create("dkd", warmup=0, ce_weight=0.0)
+    # the LS trainer's DKD: T = base temperature 2, alpha and beta times the weight 9
+    dkd = create("dkd", warmup=0, ce_weight=0.0, T=2.0, alpha=9.0, beta=72.0)
     expected = F.cross_entropy(zs, y) + dkd(standardize(zs), standardize(zt), y)[0]
     torch.testing.assert_close(loss, expected)
 

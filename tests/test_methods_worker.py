@@ -15,7 +15,9 @@ from kdrun.worker import WorkerOptions, work
 from tests.helpers import tiny_grid
 
 METHODS = ["vanilla", "kd", "dkd", "dist", "kd+ls", "dkd+ls", "cmkd", "cakd", "rkkd",
-           "kd+rkkd", "dkd+rkkd", "dist+rkkd", "kd+cmkd"]
+           "kd+rkkd", "dkd+rkkd", "dist+rkkd", "kd+cmkd",
+           # issue 13: the plug-in hosts, a two-view one and one with a trainable module
+           "ctkd", "mlkd", "ctkd+ls+rkkd", "mlkd+ls+rkkd"]
 
 
 def expected_components(name: str, params: dict) -> set[str]:

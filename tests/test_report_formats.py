@@ -91,7 +91,7 @@ def test_markdown_table_and_notes(full_db: Database) -> None:
 
 def test_terminal_text(full_db: Database) -> None:
     text = formats.render(build("diminishing", full_db), "table")
-    assert "resnet8 · dist" in text and "+0.205 (best)" in text
+    assert "resnet8 · dist" in text and "+0.205 (largest)" in text
 
 
 @pytest.mark.parametrize("name", plot.PLOTTABLE)

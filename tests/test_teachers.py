@@ -119,7 +119,8 @@ def _wrong_folder(tmp: Path):
 
 def _wrong_classes(tmp: Path):
     return [str(save_kdrun_checkpoint(tmp / "r8.pth", "resnet8", num_classes=10)),
-            "--arch", "resnet8"], "shape mismatches (e.g. fc.weight: (10, 64) vs (100, 64))"
+            "--arch", "resnet8"], ("its classifier has 10 classes but --dataset cifar100 has "
+                                   "100; import it with the --dataset it was trained on")
 
 
 def _truncated(tmp: Path):
@@ -135,7 +136,7 @@ def _not_weights_only(tmp: Path):
     path = tmp / "resnet8_vanilla" / "ckpt_epoch_240.pth"
     path.parent.mkdir()
     torch.save({**sd, "opt": argparse.Namespace(lr=0.05)}, path)  # code, not data
-    return [str(path)], "is not a weights-only file (refusing to unpickle code)"
+    return [str(path)], "refused as unsafe: it needs GLOBAL argparse.Namespace"
 
 
 def _one_bad_in_archive(tmp: Path):

@@ -356,7 +356,7 @@ def test_status_json_cancel_retry_reap_commands(tmp_path):
     assert "cancelled 1 job(s)" in cli(tmp_path, "cancel", str(claim.job_id)).output
     status = json.loads(cli(tmp_path, "status", "--json").output)
     assert status["counts"] == {"queued": 0, "running": 0, "succeeded": 0, "failed": 0,
-                                "cancelled": 1}
+                                "cancelled": 1, "blocked": 0}
     assert cli(tmp_path, "status").exit_code == 0
 
 

@@ -1,6 +1,19 @@
-"""kdrun's command line: `kdrun enqueue | worker | status | report | db`."""
+"""kdrun's command line: `kdrun enqueue | worker | status | show | logs | report | db`."""
 
-from kdrun.cli import db, export, jobs, models, report, teachers, work  # noqa: F401  (registration)
+from kdrun.cli import (  # noqa: F401  (registration)
+    db,
+    export,
+    grids,
+    hygiene,
+    jobs,
+    methods,
+    models,
+    report,
+    show,
+    slurm,
+    teachers,
+    work,
+)
 from kdrun.cli.app import app
 
 

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import typer
 
+from kdrun.cli import output
 from kdrun.cli.app import Settings, app, console
 from kdrun.errors import UserError
-from kdrun.report import export as export_mod
+from kdrun.lazy import lazy
+
+export_mod = lazy("kdrun.report.export")  # pandas: loaded when exporting, not for --help
 
 EXPORT_FORMATS = ("csv", "json")
 
@@ -16,28 +19,35 @@ EXPORT_FORMATS = ("csv", "json")
 @app.command()
 def export(
     ctx: typer.Context,
-    fmt: str = typer.Option("csv", "--format", help="csv (a directory of three files) | json"),
+    fmt: str = typer.Option(None, "--format",
+                            help="csv (a folder of three files) | json (default: csv, or "
+                                 "json for --out FILE.json)"),
     out: Path = typer.Option(None, "--out",
-                             help="csv: a directory (default: export/); "
-                                  "json: a file (default: stdout)"),
+                             help="csv: a folder (default: export/), its files replaced; "
+                                  "json: a file, replaced (default: stdout)"),
     grid: str = typer.Option(None, "--grid", help="Only jobs of this grid"),
 ) -> None:
     """Dump jobs, results and per-epoch metrics (joined by job_id) for pandas."""
     settings: Settings = ctx.obj
-    if fmt not in EXPORT_FORMATS:
-        raise UserError(f"--format {fmt!r}: valid formats are {', '.join(EXPORT_FORMATS)}")
+    fmt = output.choose_format(fmt, out, EXPORT_FORMATS, default="csv")
+    if fmt == "csv" and out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; csv export writes a folder of three files "
+                        "(jobs.csv, results.csv, epochs.csv): give a folder, or use "
+                        "--format json for one file")
     frames = export_mod.tables(settings.open(), grid)
     if grid and frames["jobs"].empty:
         raise UserError(f"--grid {grid!r}: no jobs of that grid in the database")
     counts = ", ".join(f"{len(f)} {name}" for name, f in frames.items())
     if fmt == "csv":
-        paths = export_mod.write_csv(frames, out or Path("export"))
-        console.print(f"wrote {', '.join(map(str, paths))} ({counts})")
+        try:
+            paths = export_mod.write_csv(frames, out or Path("export"))
+        except OSError as e:
+            raise UserError(f"--out {out or 'export'}: cannot write: {e.strerror or e}") from None
+        console.print(f"wrote {', '.join(map(str, paths))} ({counts})", soft_wrap=True)
         return
     text = export_mod.to_json(frames)
     if out is None:
         print(text, end="")
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    console.print(f"wrote {out} ({counts})")
+    output.write_text(out, text)
+    console.print(f"wrote {out} ({counts})", soft_wrap=True)

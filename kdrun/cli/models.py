@@ -7,8 +7,6 @@ from rich.table import Table
 
 from kdrun.cli.app import app, console
 from kdrun.errors import UserError
-from kdrun.models.profile import NATIVE_SIZE, zoo_table
-from kdrun.models.registry import ZOOS
 
 
 def _si(n: int) -> str:
@@ -20,9 +18,12 @@ def _si(n: int) -> str:
 
 @app.command("models")
 def models_(
-    dataset: str = typer.Option(None, "--dataset", help=f"One zoo: {' | '.join(ZOOS)}"),
+    dataset: str = typer.Option(None, "--dataset", help="One zoo: cifar100 | imagenet"),
 ) -> None:
     """List the model zoo: name, dataset, parameters, MACs (conv + linear) per image."""
+    from kdrun.models.profile import NATIVE_SIZE, zoo_table  # torch: only for this command
+    from kdrun.models.registry import ZOOS
+
     if dataset is not None and dataset not in ZOOS:
         raise UserError(f"--dataset {dataset!r}: valid zoos are {', '.join(ZOOS)}")
     rows = zoo_table(dataset)

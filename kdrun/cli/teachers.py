@@ -6,19 +6,17 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 import yaml
 from rich.table import Table
 
-from kdrun import checkpoints, data, models, teachers
 from kdrun.cli.app import Settings, app, console
-from kdrun.data.device_loader import DeviceLoader
-from kdrun.data.loaders import on_device
-from kdrun.db import migrate
 from kdrun.errors import UserError
-from kdrun.train import fast, teacher_cache
+
+if TYPE_CHECKING:
+    import torch
 
 teacher_app = typer.Typer(help="Teacher checkpoints: import published ones, list the registry, "
                           "build logit caches.")
@@ -39,6 +37,8 @@ def _short(path: str) -> str:
 
 
 def _device(spec: str | None) -> torch.device:
+    import torch
+
     if spec is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -67,6 +67,9 @@ def import_(
                                "(default: cuda when available)"),
 ) -> None:
     """Verify checkpoints strictly against their architecture and register them."""
+    from kdrun import teachers
+    from kdrun.db import migrate
+
     settings: Settings = ctx.obj
     dev = _device(device)
     db = settings.open(create=True, check=False)
@@ -86,23 +89,94 @@ def import_(
 
 @teacher_app.command("list")
 def list_(ctx: typer.Context) -> None:
-    """Registered teachers: imported checkpoints and teachers kdrun trained."""
-    rows = teachers.list_teachers(ctx.obj.open())
+    """Registered teachers (imported, trained, fetched) and torchvision's pretrained ImageNet
+    weights that grids can name with `torchvision: WEIGHTS`."""
+    from kdrun import teachers
+
+    try:
+        rows = teachers.list_teachers(ctx.obj.open())
+    except UserError as e:
+        rows = []
+        console.print(f"registry: {e}", soft_wrap=True, highlight=False)
     if not rows:
-        console.print("no teachers registered (see `kdrun teacher import`)")
-        return
-    t = Table(title=f"{len(rows)} registered teachers")
-    for col in ("name", "arch", "dataset", "top-1", "top-5", "source", "sha256", "path"):
-        t.add_column(col, overflow="fold", ratio=1 if col == "path" else None)
-    for r in rows:
-        source = r.source + (f" (job {r.job_id})" if r.job_id else "")
-        t.add_row(r.name, r.arch, f"{r.dataset} ({r.num_classes})", _pct(r.top1), _pct(r.top5),
-                  source, r.sha256[:8], _short(r.path))
-    console.print(t)
+        console.print("no teachers registered (see `kdrun teacher import` / `teacher fetch`)")
+    else:
+        t = Table(title=f"{len(rows)} registered teachers")
+        for col in ("name", "arch", "dataset", "top-1", "top-5", "source", "sha256", "path"):
+            t.add_column(col, overflow="fold", ratio=1 if col == "path" else None)
+        for r in rows:
+            source = r.source + (f" (job {r.job_id})" if r.job_id else "")
+            t.add_row(r.name, r.arch, f"{r.dataset} ({r.num_classes})", _pct(r.top1),
+                      _pct(r.top5), source, r.sha256[:8], _short(r.path))
+        console.print(t)
+    console.print(_torchvision_table())
+
+
+def _torchvision_table() -> Table:
+    from kdrun import pretrained
+
+    t = Table(title="torchvision pretrained weights (grid: `ARCH: {torchvision: WEIGHTS}`; "
+              f"cache {_short(str(pretrained.hub_dir()))})")
+    for col in ("arch", "weights", "published top-1", "top-5", "source", "file", "in cache"):
+        t.add_column(col, overflow="fold")
+    for arch in pretrained.BUILDERS:
+        for w in pretrained.choices(arch)[:-1]:  # DEFAULT is one of these
+            info = pretrained.resolve(arch, w)
+            t.add_row(arch, w, _pct(info["published_top1"]), _pct(info["published_top5"]),
+                      "torchvision", info["file"],
+                      "yes" if pretrained.path_of(info).is_file() else "no")
+    return t
+
+
+@teacher_app.command("fetch")
+def fetch(
+    ctx: typer.Context,
+    archs: list[str] = typer.Argument(None, help="ImageNet architectures (ResNet18, ResNet34, "
+                                      "ResNet50, ResNet101, ResNet152)"),
+    weights: str = typer.Option("IMAGENET1K_V1", "--weights", help="torchvision weights value "
+                                "(IMAGENET1K_V1: the weights the KD papers used; DEFAULT: "
+                                "torchvision's best)"),
+    grid: str = typer.Option(None, "--grid", help="Fetch every torchvision teacher of a grid"),
+) -> None:
+    """Download torchvision's pretrained weights into torch's hub cache ahead of the jobs,
+    verify them and register them (source torchvision) with their sha256."""
+    from kdrun import pretrained, teachers
+    from kdrun.db import migrate
+
+    wanted = [pretrained.resolve(a, weights, "--weights") for a in archs or []]
+    if grid:
+        from kdrun import grid as grid_mod
+
+        _, specs = grid_mod.load(grid, teacher_lookup=teachers.registry_lookup(
+            ctx.obj.open, ctx.obj.runs_dir))
+        wanted += [s.config["teacher"] for s in specs
+                   if (s.config.get("teacher") or {}).get("torchvision")]
+    if not wanted:
+        raise UserError("name architectures (e.g. ResNet34) or a --grid with torchvision "
+                        "teachers")
+    todo = list({i["torchvision"]: i for i in wanted}.values())
+    db = ctx.obj.open(create=True, check=False)
+    if migrate.current(db) is None:  # a new database: create the schema
+        migrate.upgrade(db)
+    migrate.require_current(db)
+    for info in todo:
+        p = pretrained.path_of(info)
+        had = p.is_file()
+        if not had:
+            console.print(f"downloading {info['url']} -> {_short(str(p))}", soft_wrap=True,
+                          highlight=False)
+        p, digest = pretrained.locate(info, download=True)
+        row = teachers.register_pretrained(db, info, p, digest)
+        console.print(f"{'in cache' if had else 'fetched'} {info['torchvision']} "
+                      f"({row.status} as {row.name}): published top-1 "
+                      f"{_pct(info['published_top1'])}, sha256 {digest[:12]}, {_short(str(p))}",
+                      soft_wrap=True, highlight=False)
 
 
 def _dataset_config(name: str, num_classes: int, options: list[str]) -> dict:
     """The dataset's default config with `key=value` overrides (values parsed as YAML)."""
+    from kdrun import data
+
     cfg: dict = {"name": name}
     if name == "synthetic":
         cfg["num_classes"] = num_classes
@@ -122,9 +196,10 @@ def _dataset_config(name: str, num_classes: int, options: list[str]) -> dict:
 def cache(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="A registered teacher (see `kdrun teacher list`)"),
-    dtype: str = typer.Option("auto", "--dtype", help="fp16 (the bf16-autocast teacher, what "
-                              "jobs with amp use) | fp32 (what jobs without amp use) | auto "
-                              "(fp16 on cuda, fp32 on cpu, as jobs' amp: auto)"),
+    dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp16|fp32",
+                              help="fp16 (alias bf16): logits of the bf16-autocast teacher, "
+                              "for jobs with amp on; fp32: for jobs with amp off; auto: fp16 "
+                              "on cuda, fp32 on cpu (as jobs' amp: auto)"),
     data_option: list[str] = typer.Option([], "--data-option", "-o", help="KEY=VALUE of the "
                                           "dataset config, as in the grid (e.g. val_split=5000); "
                                           "default: the dataset's defaults"),
@@ -137,12 +212,18 @@ def cache(
     The cache holds the teacher's logits for all 162 crop+flip views of every training image,
     under the runs directory. A job finds it when its dataset config gives the same training
     images and its amp setting the same dtype; otherwise its first job builds its own."""
+    from kdrun import checkpoints, data, models, teachers
+    from kdrun.data.device_loader import DeviceLoader
+    from kdrun.data.loaders import on_device
+    from kdrun.train import fast, teacher_cache
+
     settings: Settings = ctx.obj
     dev = _device(device)
     if dtype == "auto":
         dtype = "fp16" if dev.type == "cuda" else "fp32"
+    dtype = {"bf16": "fp16"}.get(dtype, dtype)  # the amp setting's name for the same cache
     if dtype not in ("fp16", "fp32"):
-        raise UserError(f"--dtype {dtype!r}: expected auto, fp16 or fp32")
+        raise UserError(f"--dtype {dtype!r}: expected auto, fp16 (alias bf16) or fp32")
     t = teachers.registry_lookup(settings.open, settings.runs_dir)(name)
     ds_cfg = _dataset_config(t["dataset"], t["num_classes"], data_option)
     splits = data.load(ds_cfg, settings.data_dir, download=download)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from kdrun.cli.app import Settings, app, console
+from kdrun.cli.present import log_printer, stranded
+from kdrun.db.engine import scrub
 from kdrun.errors import UserError
+from kdrun.slurm import pilot as slurm_pilot
+from kdrun.trackers import parse as parse_trackers
 from kdrun.worker import WorkerOptions, work
+from kdrun.worker.loop import worker_name
 
 
 def pick_devices(gpu: str | None, cpu: bool) -> list[str]:
     """`--gpu 0`, `--gpu 0,1,2,3`, `--gpu all` or `--cpu` as devices. Asking for a GPU where
     CUDA is unavailable is an error, never a silent CPU run."""
+    import torch  # here, not at the top: `kdrun --help` and the other commands stay light
+
     if gpu is not None and cpu:
         raise UserError("give either --gpu or --cpu, not both")
     if gpu is None:
@@ -54,23 +60,47 @@ def worker(
                                        help="How often an idle worker looks for work"),
     max_failures: int = typer.Option(5, "--max-failures", min=1,
                                      help="Stop after this many jobs fail in a row (10 min)"),
-    loader_workers: int = typer.Option(0, "--loader-workers", min=0,
-                                       help="DataLoader worker processes"),
-    download: bool = typer.Option(False, "--download", help="Fetch missing datasets"),
+    loader_workers: int = typer.Option(None, "--loader-workers", min=0,
+                                       help="DataLoader worker processes per job (default: "
+                                       "for datasets read from image files, the CPUs this "
+                                       "worker may use, shared by its slots, minus one; else 0)"),
+    download: bool = typer.Option(False, "--download", help="Fetch missing datasets and "
+                                  "torchvision teacher weights"),
+    idle_exit: float = typer.Option(None, "--idle-exit", min=0.0,
+                                    help="Leave after this many seconds with nothing runnable "
+                                         "(a Slurm pilot does not hold its allocation idle)"),
+    stop_within: float = typer.Option(None, "--stop-within", min=0.0,
+                                      help="After SIGTERM, cut a job whose epoch has not ended "
+                                           "within this many seconds (below Slurm's KillWait)"),
+    tracker: str = typer.Option(None, "--tracker",
+                                help="Log every job to these trackers too: tensorboard, wandb "
+                                     "(comma-separated; needs the extra of that name)"),
 ) -> None:
     """Claim runnable jobs and train each in a supervised child process."""
     settings: Settings = ctx.obj
     devices = pick_devices(gpu, cpu)
-    db = settings.open()
+    trackers = parse_trackers(tracker, "--tracker")
+    for flag, path in (("--runs-dir", settings.runs_dir), ("--data-dir", settings.data_dir)):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag} {path}: is a file, not a folder; point it at a folder "
+                            "(it is created when missing)")
+    db = settings.open(name=f"kdrun worker {worker_name()}")
     opts = WorkerOptions(runs_dir=settings.runs_dir, data_dir=settings.data_dir,
                          devices=devices, slots=slots, lease_seconds=lease_seconds,
                          backoff_seconds=backoff_seconds, until_empty=until_empty,
                          max_jobs=max_jobs, poll_seconds=poll_seconds,
                          max_failures=max_failures, loader_workers=loader_workers,
-                         download=download)
-    console.print(f"worker on {', '.join(devices)} x {slots} slot(s), database {db.display_url}")
+                         download=download, trackers=tuple(trackers), idle_exit=idle_exit,
+                         stop_within=stop_within)
+    printer = log_printer(console)
+
+    def log(message: str) -> None:  # a password never reaches the worker's output
+        printer(scrub(message, settings.db_url))
+
+    log(f"worker on {', '.join(devices)} x {slots} slot(s), database {db.display_url}, "
+        f"runs in {settings.runs_dir}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=console, transient=True) as bar:
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(slot: str, desc: str | None, done: int, total: int) -> None:
@@ -79,9 +109,14 @@ def worker(
             bar.update(tasks[slot], description=desc or "", completed=done, total=total or 1,
                        visible=desc is not None)
 
-        summary = work(db, opts, log=console.print, progress=progress)
+        pilot = slurm_pilot.start(db, worker_name(), log)  # None outside Slurm
+        summary = work(db, opts, log=log, progress=progress)
     if summary.stopped_because:
-        console.print(f"worker stopped: {summary.stopped_because}")
-    console.print(f"worker done: {summary.jobs} job(s) run")
-    if summary.failed_over:
+        log(f"worker stopped: {summary.stopped_because}")
+    slurm_pilot.finish(db, pilot, summary.stopped_because, log)
+    if summary.stranded:
+        log(f"[red]worker stopped[/]: {stranded(summary.stranded)}")
+    states = ", ".join(f"{n} {state}" for state, n in sorted(summary.outcomes.items()))
+    log(f"worker done: {summary.jobs} job(s) run" + (f" ({states})" if states else ""))
+    if summary.failed_over or summary.stranded:
         raise typer.Exit(1)

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.datasets import ImageFolder
-from torchvision.transforms import v2 as T
 
 from kdrun.data.registry import Splits, register
 from kdrun.errors import UserError
+from kdrun.lazy import lazy
+
+# torchvision (its import pulls in torch._dynamo, ~1 s) loads when a transform is built.
+T = lazy("torchvision.transforms.v2")
+datasets = lazy("torchvision.datasets")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,9 +44,10 @@ def imagenet_transform(train: bool, size: int = 224, resize: int = 256) -> T.Com
                       T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def _folder(path: Path, train: bool, p: ImageNetParams) -> ImageFolder:
+def _folder(path: Path, train: bool, p: ImageNetParams) -> datasets.ImageFolder:
     try:
-        return ImageFolder(str(path), transform=imagenet_transform(train, p.image_size, p.resize))
+        return datasets.ImageFolder(str(path),
+                                    transform=imagenet_transform(train, p.image_size, p.resize))
     except (FileNotFoundError, OSError) as e:
         raise UserError(f"ImageNet folder {path}: {str(e).strip().splitlines()[0]}") from None
 

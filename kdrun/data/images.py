@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2 as T
+
+from kdrun.lazy import lazy
+
+# torchvision (its import pulls in torch._dynamo, ~1 s) loads when a transform is built.
+T = lazy("torchvision.transforms.v2")
 
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)

@@ -16,8 +16,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kdrun.data.device_loader import DeviceLoader
+from kdrun.data.gpu_decode import gpu_loaders, has_files
 from kdrun.data.images import ArrayImages
 from kdrun.data.registry import Splits
+from kdrun.data.seeded import Seeded, SeededSampler
+from kdrun.data.views import MultiView
 from kdrun.errors import ConfigError
 
 LOADERS = ("auto", "torch", "device")
@@ -29,6 +32,11 @@ class Loaders:
     test: Iterable[Any]
     val: Iterable[Any] | None
     kind: str  # "torch" or "device"
+    decode: str | None = None  # where JPEG files were decoded ("cpu" / "cuda"); None: no files
+
+    def record(self) -> dict[str, Any]:
+        """For the result's switches: where JPEGs were decoded, for datasets of files."""
+        return {"decode": self.decode} if self.decode else {}
 
 
 def on_device(ds: Dataset | None) -> bool:
@@ -53,27 +61,59 @@ def eval_loader(ds: Dataset, batch_size: int, device: torch.device, kind: str = 
     """Unshuffled, unaugmented batches of an evaluation split."""
     if kind == "device" and on_device(ds):
         return DeviceLoader.from_dataset(ds, batch_size, device=device, train=False)
-    return DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
-                      pin_memory=device.type == "cuda")
+    return DataLoader(ds, batch_size=batch_size, **worker_args(num_workers, device))
+
+
+PREFETCH = 4  # batches each loader worker keeps ready
+
+
+def worker_args(num_workers: int, device: torch.device) -> dict[str, Any]:
+    """Persistent workers with prefetch (no process start-up per epoch), and pinned host
+    memory on CUDA, so batches reach the GPU by asynchronous copies."""
+    return {"num_workers": num_workers, "pin_memory": device.type == "cuda",
+            "persistent_workers": num_workers > 0,
+            "prefetch_factor": PREFETCH if num_workers > 0 else None}
+
+
+def train_loader(ds: Dataset, batch_size: int, device: torch.device,
+                 generator: torch.Generator, num_workers: int = 0) -> DataLoader:
+    """Shuffled training batches whose order and per-sample augmentation seeds come from
+    `generator` (kdrun.data.seeded): the same stream with any number of workers, resumable
+    exactly. The DataLoader's own generator only seeds its workers' base seed, unused here."""
+    return DataLoader(Seeded(ds), batch_size=batch_size,
+                      sampler=SeededSampler(len(ds), generator),  # type: ignore[arg-type]
+                      generator=torch.Generator(), **worker_args(num_workers, device))
 
 
 def make_loaders(splits: Splits, kind: str, device: torch.device, generator: torch.Generator, *,
-                 batch_size: int, eval_batch_size: int, num_workers: int = 0) -> Loaders:
+                 batch_size: int, eval_batch_size: int, num_workers: int = 0,
+                 views: tuple[str, ...] = ("weak",), gpu_decode: bool = False) -> Loaders:
     """All of a job's loaders; the training order and augmentation come from `generator`.
+    `views` beyond the plain weak one (a method's Method.views) take the torch path: each
+    training batch is then a list of batches, one per view (kdrun.data.views).
 
-    DataLoader workers are not persistent: each epoch's workers are seeded from `generator`
-    as the epoch starts, so a job resumed from a checkpoint draws what the uninterrupted job
-    drew. Persistent workers draw their seed once, in the first epoch a process runs, which
-    shifts the generator's stream and the workers' augmentation after a resume."""
-    kind = choose(kind, splits, device)
-    if kind == "device":
-        train: Iterable[Any] = DeviceLoader.from_dataset(splits.train, batch_size, device=device,
+    The plain torch path draws each sample's augmentation seed from `generator`
+    (kdrun.data.seeded), so its workers are persistent and a resumed job still draws what the
+    uninterrupted one drew. `gpu_decode` decodes JPEG files on a CUDA device
+    (kdrun.data.gpu_decode); elsewhere it is ignored (Loaders.decode says which ran)."""
+    multi = tuple(views) != ("weak",)
+    if multi and kind == "device":
+        raise ConfigError(f"loader: device cannot make the {'+'.join(views)} views this "
+                          "method needs; use loader: torch or auto")
+    kind = "torch" if multi else choose(kind, splits, device)
+    if multi:
+        train: Iterable[Any] = train_loader(MultiView(splits.train, tuple(views)), batch_size,
+                                            device, generator, num_workers)
+    elif kind == "device":
+        train = DeviceLoader.from_dataset(splits.train, batch_size, device=device,
                                                          generator=generator)
+    elif gpu_decode and device.type == "cuda" and has_files(splits.train):
+        train, test, val = gpu_loaders(splits, device, generator, batch_size,
+                                       eval_batch_size, worker_args(num_workers, device))
+        return Loaders(train, test, val, "torch", decode="cuda")
     else:
-        train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=False,
-                           generator=generator, num_workers=num_workers,
-                           pin_memory=device.type == "cuda")
+        train = train_loader(splits.train, batch_size, device, generator, num_workers)
     test = eval_loader(splits.test, eval_batch_size, device, kind, num_workers)
     val = (eval_loader(splits.val, eval_batch_size, device, kind, num_workers)
            if splits.val is not None else None)
-    return Loaders(train, test, val, kind)
+    return Loaders(train, test, val, kind, decode="cpu" if has_files(splits.train) else None)

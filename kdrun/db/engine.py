@@ -12,11 +12,14 @@ from __future__ import annotations
 import functools
 import os
 import random
+import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ParamSpec, TypeVar
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -30,10 +33,21 @@ URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/
 
 
 def parse_url(text: str) -> URL:
+    if "://" not in text:  # a bare file name: say which URL means it
+        if "@" in text:  # user:password@host/db without a scheme: never echo it
+            raise UserError(f"invalid database URL (--db / KDRUN_DB): no scheme; expected "
+                            f"{URL_FORMS}")
+        raise UserError(f"invalid database URL {text!r} (--db / KDRUN_DB): for a SQLite "
+                        f"file write sqlite:///{text}; expected {URL_FORMS}")
     try:
         url = make_url(text)
-    except ArgumentError:
-        raise UserError(f"invalid database URL {redact(text)!r}; expected {URL_FORMS}") from None
+    except (ArgumentError, ValueError) as e:  # ValueError: a port that is not a number
+        why = "bad port" if isinstance(e, ValueError) else "unparseable"
+        raise UserError(f"invalid database URL {redact(text)!r} ({why}); expected "
+                        f"{URL_FORMS}") from None
+    if url.port is not None and not 0 < url.port < 65536:
+        raise UserError(f"invalid database URL {redact(url)!r}: port {url.port} is out of range "
+                        "(1-65535)")
     if url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         url = url.set(drivername="postgresql+psycopg")  # kdrun ships the psycopg 3 driver
     if url.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
@@ -41,14 +55,48 @@ def parse_url(text: str) -> URL:
     return url
 
 
+SECRET_PARAMS = ("password", "sslpassword", "passfile")  # query keys libpq reads secrets from
+_USERINFO_RE = re.compile(r"(://[^/?#@:]*:)[^@/?#]*@")
+_PARAM_RE = re.compile(r"(?i)\b(" + "|".join(SECRET_PARAMS) + r")=[^&;\s]*")
+
+
 def redact(url: str | URL) -> str:
-    """The URL with its password masked: safe for output and logs."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+    """The URL with every password masked (user-info and `?password=`): safe for output and
+    logs. A URL that does not parse is masked textually."""
+    if not isinstance(url, URL):
+        try:
+            url = make_url(url)
+        except (ArgumentError, ValueError):
+            return _PARAM_RE.sub(r"\1=***", _USERINFO_RE.sub(r"\1***@", str(url)))
+    query = {k: ("***" if k.lower() in SECRET_PARAMS else v) for k, v in url.query.items()}
+    return url.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+
+
+def secrets_in(url: str | URL) -> list[str]:
+    """The secret strings a URL (and PGPASSWORD, which libpq would use with it) carries."""
+    found = []
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
+        u = url if isinstance(url, URL) else make_url(url)
+        found += [u.password] if u.password else []
+        for k, v in u.query.items():
+            if k.lower() in SECRET_PARAMS:
+                found += [v] if isinstance(v, str) else list(v)
+    except (ArgumentError, ValueError):
+        text = str(url)
+        found += [m.group(0).split(":", 2)[-1][:-1] for m in _USERINFO_RE.finditer(text)]
+        found += [m.group(0).split("=", 1)[1] for m in _PARAM_RE.finditer(text)]
+    if os.environ.get("PGPASSWORD"):
+        found.append(os.environ["PGPASSWORD"])
+    found = [f for f in found if f and f != "***"]
+    return found + [v for f in found for v in {quote(f, safe=""), quote_plus(f)} if v != f]
+
+
+def scrub(text: str, url: str | URL | None = None) -> str:
+    """`text` with the secrets of `url` (default KDRUN_DB) and PGPASSWORD replaced by ***."""
+    for secret in sorted(set(secrets_in(url if url is not None else default_url())),
+                         key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -74,10 +122,30 @@ def _tune_sqlite(engine: Engine, busy_timeout_s: float) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL server (or pooler) that does not answer: an error
+
+
+def postgres_options(name: str | None) -> dict:
+    """Engine options for PostgreSQL at cluster scale (README "Running on a cluster").
+
+    One connection stays open per process; every other one closes when its transaction ends,
+    so a worker holds at most one connection plus one per slot that is writing right now.
+    Statements are never prepared server-side (psycopg would after 5 runs), which PgBouncer
+    in transaction mode cannot follow from one server connection to the next. The server
+    sees each process by name (`application_name`, as in pg_stat_activity)."""
+    app = (name or f"kdrun {socket.gethostname()}:{os.getpid()}")[:63]  # NAMEDATALEN - 1
+    # max_overflow=-1: no cap here; each thread holds at most one connection at a time, so
+    # the slots bound it (a cap would make a busy slot time out waiting for a connection).
+    return {"pool_pre_ping": True, "pool_size": 1, "max_overflow": -1,
+            "connect_args": {"prepare_threshold": None, "connect_timeout": CONNECT_TIMEOUT_S,
+                             "application_name": app}}
+
+
 class Database:
     """One job database. `write()` and `read()` give short-lived sessions."""
 
-    def __init__(self, url: str, *, create: bool = False, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, *, create: bool = False, busy_timeout_s: float = 30.0,
+                 name: str | None = None) -> None:
         self.url = parse_url(url)
         self.display_url = redact(self.url)
         path = sqlite_path(self.url)
@@ -89,7 +157,7 @@ class Database:
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            kwargs = {"pool_pre_ping": True} if path is None else {}
+            kwargs = postgres_options(name) if path is None else {}
             self.engine = create_engine(self.url, **kwargs)
         except (NoSuchModuleError, ModuleNotFoundError):
             raise UserError(

@@ -39,6 +39,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     not_before: Mapped[float] = mapped_column(Float, default=0.0)  # back-off after a failure
+    # Times given back unfinished without using an attempt (stop, time limit, pre-emption).
+    handbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(200))
     lease_token: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[float | None] = mapped_column(Float)
@@ -46,7 +48,9 @@ class Job(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0)  # epochs completed (progress)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # loss, img/s, eta for status
     error: Mapped[str | None] = mapped_column(Text)
+    notice: Mapped[str | None] = mapped_column(Text)  # e.g. a checkpoint fallback on resume
     run_dir: Mapped[str | None] = mapped_column(String(500))
+    label: Mapped[str | None] = mapped_column(String(500))  # kdrun.labels, set at enqueue
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
@@ -120,6 +124,60 @@ class EpochMetric(Base):
     images_per_s: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_kdrun_epoch_metrics_job_epoch"),)
+
+
+class CheckpointFile(Base):
+    """A checkpoint the lease holder recorded: which file a resume may load, and its digest
+    (kdrun.checkpoints explains why the database, not the file name, says what is current)."""
+
+    __tablename__ = "kdrun_checkpoint_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("kdrun_jobs.id"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(500))  # relative to the runs directory
+    sha256: Mapped[str] = mapped_column(String(64))
+    lease_token: Mapped[str] = mapped_column(String(64))  # the attempt that wrote it
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class TrackerRun(Base):
+    """A job's run in an experiment tracker (kdrun.trackers): W&B run id or TensorBoard log
+    directory, kept so a resumed job continues the same run."""
+
+    __tablename__ = "kdrun_tracker_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("kdrun_jobs.id"), index=True)
+    tracker: Mapped[str] = mapped_column(String(32))  # "tensorboard" | "wandb"
+    run_id: Mapped[str] = mapped_column(String(500))  # W&B id; TensorBoard: dir under runs/
+    name: Mapped[str | None] = mapped_column(String(500))  # the job's label
+    project: Mapped[str | None] = mapped_column(String(200))
+    url: Mapped[str | None] = mapped_column(String(1000))
+    path: Mapped[str | None] = mapped_column(String(1000))  # local files, as the worker saw it
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("job_id", "tracker",
+                                       name="uq_kdrun_tracker_runs_job_tracker"),)
+
+
+class Pilot(Base):
+    """A Slurm job that runs a kdrun worker (`kdrun slurm submit`): one row per array task,
+    written at submission and updated by the worker inside it (kdrun.slurm.pilots)."""
+
+    __tablename__ = "kdrun_pilots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slurm_id: Mapped[str] = mapped_column(String(64), unique=True)  # "1234_0": array job_task
+    array_id: Mapped[str] = mapped_column(String(32), index=True)  # the sbatch submission
+    state: Mapped[str] = mapped_column(String(16))  # submitted, running, draining, exited
+    worker: Mapped[str | None] = mapped_column(String(200))  # host:pid of the worker in it
+    script: Mapped[str | None] = mapped_column(String(500))  # the sbatch script
+    note: Mapped[str | None] = mapped_column(Text)  # why it exited
+    submitted_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
 
 
 class Teacher(Base):

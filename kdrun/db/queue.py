@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from kdrun.db.clock import db_now
 from kdrun.db.engine import Database, retrying
-from kdrun.db.models import Attempt, EpochMetric, Job, Result, Teacher
+from kdrun.db.models import Attempt, CheckpointFile, EpochMetric, Job, Result, Teacher
 from kdrun.spec import JobSpec
 
+KEEP_CHECKPOINTS = 2  # epoch checkpoint records per job (kdrun.checkpoints.KEEP)
 BACKOFF_S = 30.0  # base delay before a failed or expired job may run again (doubles per attempt)
+MAX_HANDBACKS = 20  # times a job may go back to the queue unfinished (stop, time limit, ...)
 
 
 class LeaseLost(Exception):
@@ -37,31 +41,52 @@ class Claim:
     config: dict[str, Any]
     run_dir: str | None
     teacher_checkpoint: str | None  # the finished teacher job's checkpoint, when there is one
+    label: str | None = None  # kdrun.labels.job_label, as chosen at enqueue
+    # Recorded checkpoints to resume from, newest first ({"epoch", "path", "sha256"}), and
+    # the trained teacher's recorded sha256 (see kdrun.checkpoints).
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    teacher_sha256: str | None = None
 
 
 @retrying
 def enqueue(db: Database, grid: str, specs: Sequence[JobSpec]) -> tuple[int, int]:
-    """Insert the jobs not yet present, all in one transaction: (added, already present)."""
+    """Insert the jobs not yet present, all in one transaction: (added, already present).
+
+    Bulk inserts that skip existing hashes (`ON CONFLICT DO NOTHING` on both backends), a
+    teacher before the students that wait for it: concurrent enqueues of one grid leave one
+    row per job and never fail on the unique index."""
     with db.write() as s:
-        hashes = [sp.hash for sp in specs]
-        ids: dict[str, int] = {}
-        for i in range(0, len(hashes), 500):
-            chunk = hashes[i : i + 500]
-            ids.update(s.execute(select(Job.hash, Job.id).where(Job.hash.in_(chunk))).all())
-        present = len(ids)
-        for sp in specs:
-            if sp.hash in ids:
-                continue
-            row = Job(
-                hash=sp.hash, grid=grid, kind=sp.kind, dataset=sp.dataset, teacher=sp.teacher,
-                student=sp.student, method=sp.method, seed=sp.seed, config=sp.config,
-                depends_on_id=ids[sp.depends_on] if sp.depends_on else None,
-                priority=sp.priority, state="queued", created_at=db_now(),
-            )
-            s.add(row)
-            s.flush()
-            ids[sp.hash] = row.id
-        return len(specs) - present, present
+        now = s.execute(select(db_now())).scalar_one()
+        ids = _ids(s, [sp.hash for sp in specs])
+        insert_ = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        pending = [sp for sp in specs if sp.hash not in ids]
+        added = 0
+        while pending:
+            ready = [sp for sp in pending if not sp.depends_on or sp.depends_on in ids]
+            if not ready:
+                raise ValueError(f"job {pending[0].hash[:12]} depends on a job not in the grid")
+            rows = [{"hash": sp.hash, "grid": grid, "kind": sp.kind, "dataset": sp.dataset,
+                     "teacher": sp.teacher, "student": sp.student, "method": sp.method,
+                     "seed": sp.seed, "config": sp.config,
+                     "depends_on_id": ids[sp.depends_on] if sp.depends_on else None,
+                     "priority": sp.priority, "state": "queued", "created_at": now,
+                     "label": sp.label} for sp in ready]  # other columns: their defaults
+            stmt = (insert_(Job).on_conflict_do_nothing(index_elements=["hash"])
+                    .returning(Job.hash, Job.id))
+            got = dict(s.connection().execute(stmt, rows).all())
+            added += len(got)
+            ids.update(got)
+            ids.update(_ids(s, [sp.hash for sp in ready if sp.hash not in got]))  # raced in
+            pending = [sp for sp in pending if sp.hash not in ids]
+        return added, len(specs) - added
+
+
+def _ids(s: Session, hashes: Sequence[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for i in range(0, len(hashes), 500):
+        chunk = list(hashes[i : i + 500])
+        ids.update(s.execute(select(Job.hash, Job.id).where(Job.hash.in_(chunk))).all())
+    return ids
 
 
 def _runnable() -> ColumnElement[bool]:
@@ -138,12 +163,13 @@ def claim(db: Database, worker: str, lease_seconds: float,
         job = s.get(Job, job_id)
         s.add(Attempt(job_id=job_id, number=job.attempts, worker=worker, lease_token=token,
                       started_at=db_now()))
-        ckpt = None
+        ckpt = teacher_sha = None
         if job.depends_on_id is not None:
-            ckpt = s.execute(
-                select(Result.checkpoint).where(Result.job_id == job.depends_on_id)
-            ).scalar()
-        return Claim(job_id, token, job.attempts, job.config, job.run_dir, ckpt)
+            ckpt, teacher_sha = s.execute(
+                select(Result.checkpoint, Result.sha256).where(Result.job_id == job.depends_on_id)
+            ).first() or (None, None)
+        return Claim(job_id, token, job.attempts, job.config, job.run_dir, ckpt, job.label,
+                     checkpoint_records(s, job_id), teacher_sha)
 
 
 def _fence(s: Session, c: Claim, **values: Any) -> None:
@@ -182,28 +208,74 @@ def set_provenance(db: Database, c: Claim, provenance: dict[str, str]) -> None:
 
 
 @retrying
-def record_epoch(db: Database, c: Claim, row: dict[str, Any], progress: dict[str, Any]) -> None:
-    """Store one epoch's metrics (replacing any from an interrupted earlier attempt)."""
+def record_epoch(db: Database, c: Claim, row: dict[str, Any], progress: dict[str, Any],
+                 checkpoint: dict[str, Any] | None = None) -> list[str]:
+    """Store one epoch's metrics (replacing any from an interrupted earlier attempt) and the
+    checkpoint file the training process wrote for it, keeping the newest `KEEP` records.
+    Returns the paths of the records dropped, for the caller to delete."""
     with db.write() as s:
         _fence(s, c, epoch=row["epoch"], progress=progress)
         s.execute(delete(EpochMetric).where(EpochMetric.job_id == c.job_id,
                                             EpochMetric.epoch >= row["epoch"]))
         s.execute(insert(EpochMetric).values(job_id=c.job_id, **row))
+        if checkpoint is None:
+            return []
+        new_id = s.execute(insert(CheckpointFile).values(
+            job_id=c.job_id, epoch=checkpoint["epoch"], path=checkpoint["path"],
+            sha256=checkpoint["sha256"], lease_token=c.token, created_at=db_now())
+        ).inserted_primary_key[0]
+        rows = s.execute(select(CheckpointFile.id, CheckpointFile.epoch, CheckpointFile.path)
+                         .where(CheckpointFile.job_id == c.job_id, CheckpointFile.id != new_id)
+                         .order_by(CheckpointFile.epoch.desc(), CheckpointFile.id.desc())).all()
+        # Records of this epoch or later predate a resume that fell back: superseded.
+        dropped = [r for r in rows if r.epoch >= checkpoint["epoch"]]
+        dropped += [r for r in rows if r.epoch < checkpoint["epoch"]][KEEP_CHECKPOINTS - 1:]
+        if dropped:
+            s.execute(delete(CheckpointFile).where(CheckpointFile.id.in_([r.id for r in dropped])))
+        return [r.path for r in dropped]
+
+
+def checkpoint_records(s: Session, job_id: int) -> list[dict[str, Any]]:
+    """The job's recorded checkpoints, newest first."""
+    rows = s.execute(select(CheckpointFile.epoch, CheckpointFile.path, CheckpointFile.sha256)
+                     .where(CheckpointFile.job_id == job_id)
+                     .order_by(CheckpointFile.epoch.desc(), CheckpointFile.id.desc())).all()
+    return [{"epoch": e, "path": p, "sha256": h} for e, p, h in rows]
 
 
 @retrying
-def succeed(db: Database, c: Claim, result: dict[str, Any], teacher: dict[str, Any] | None) -> None:
-    """Mark the job done with its result; a trained teacher also enters the registry."""
+def checkpoint_notice(db: Database, c: Claim, notice: str, bad: Sequence[str]) -> None:
+    """A resume skipped damaged checkpoints: say so on the job and forget those records."""
+    with db.write() as s:
+        _fence(s, c, notice=notice)
+        if bad:
+            s.execute(delete(CheckpointFile).where(CheckpointFile.job_id == c.job_id,
+                                                   CheckpointFile.path.in_(list(bad))))
+
+
+@retrying
+def succeed(db: Database, c: Claim, result: dict[str, Any],
+            teacher: dict[str, Any] | None) -> str | None:
+    """Mark the job done with its result; a trained teacher also enters the registry.
+    Returns the newest epoch checkpoint's path, the one record kept."""
     with db.write() as s:
         _fence(s, c, state="succeeded", finished_at=db_now(), lease_token=None,
                lease_expires_at=None, progress=None)
         s.execute(delete(Result).where(Result.job_id == c.job_id))
         s.execute(insert(Result).values(job_id=c.job_id, **result))
         _end_attempt(s, c.token, "succeeded")
+        # Of the epoch checkpoints, only the newest stays recorded (and on disk).
+        newest = s.execute(select(CheckpointFile.id, CheckpointFile.path)
+                           .where(CheckpointFile.job_id == c.job_id)
+                           .order_by(CheckpointFile.epoch.desc(), CheckpointFile.id.desc())
+                           .limit(1)).first()
+        s.execute(delete(CheckpointFile).where(CheckpointFile.job_id == c.job_id,
+                                               CheckpointFile.id != (newest.id if newest else -1)))
         if teacher is not None and s.execute(
             select(Teacher.id).where(Teacher.name == teacher["name"])
         ).first() is None:
             s.execute(insert(Teacher).values(job_id=c.job_id, created_at=db_now(), **teacher))
+        return newest.path if newest else None
 
 
 @retrying
@@ -224,12 +296,25 @@ def fail(db: Database, c: Claim, error: str, *, retry: bool, backoff_s: float = 
 
 
 @retrying
-def requeue(db: Database, c: Claim, reason: str) -> None:
-    """Give the job back without using up an attempt (graceful shutdown)."""
+def requeue(db: Database, c: Claim, reason: str) -> str:
+    """Give the job back without using up an attempt and without back-off (a worker stopping,
+    a time limit, a pre-emption). A job handed back more than MAX_HANDBACKS times fails, so
+    one that can never finish inside a time limit does not loop forever. Returns the job's
+    new state."""
     with db.write() as s:
+        handbacks = s.execute(select(Job.handbacks).where(Job.id == c.job_id)).scalar() or 0
+        if handbacks >= MAX_HANDBACKS:
+            why = (f"handed back {handbacks + 1} times without finishing (last: {reason}); "
+                   "a time limit or pre-emption keeps cutting it: give its workers more time, "
+                   "then `kdrun retry` it")
+            _fence(s, c, state="failed", error=why, finished_at=db_now(), lease_token=None,
+                   lease_expires_at=None, progress=None, attempts=Job.attempts - 1)
+            _end_attempt(s, c.token, "failed", why)
+            return "failed"
         _fence(s, c, state="queued", lease_token=None, lease_expires_at=None, progress=None,
-               attempts=Job.attempts - 1)
+               attempts=Job.attempts - 1, handbacks=Job.handbacks + 1)
         _end_attempt(s, c.token, "requeued", reason)
+        return "queued"
 
 
 def select_jobs(ids: Sequence[int] = (), grid: str | None = None) -> ColumnElement[bool]:
@@ -263,7 +348,8 @@ def retry(db: Database, which: ColumnElement[bool]) -> int:
     from its last checkpoint; delete its run directory to start it over."""
     with db.write() as s:
         return s.execute(update(Job).where(which, Job.state.in_(("failed", "cancelled"))).values(
-            state="queued", attempts=0, not_before=0.0, error=None, finished_at=None)).rowcount
+            state="queued", attempts=0, handbacks=0, not_before=0.0, error=None,
+            finished_at=None)).rowcount
 
 
 def counts(db: Database) -> dict[str, int]:
@@ -281,3 +367,49 @@ def has_runnable_or_running(db: Database) -> bool:
         q = select(Job.id).where(or_(Job.state == "running",
                                      and_(Job.state == "queued", ~blocked_forever))).limit(1)
         return s.execute(q).first() is not None
+
+
+DEAD = ("failed", "cancelled")  # a job that depends on one of these can never run
+
+
+@dataclass
+class Blocker:
+    """A failed or cancelled job that queued jobs depend on: they can never run until
+    `kdrun retry <job_id>` puts it back."""
+
+    job_id: int
+    label: str
+    state: str
+    error: str  # the first line of its error
+    blocked: list[int]  # the ids of the queued jobs waiting on it
+
+
+def _dead_dependency(grid: str | None):
+    dep = aliased(Job)
+    q = (select(Job.id, dep.id).join(dep, dep.id == Job.depends_on_id)
+         .where(Job.state == "queued", dep.state.in_(DEAD)))
+    return q.where(Job.grid == grid) if grid else q
+
+
+def blockers(db: Database, grid: str | None = None) -> list[Blocker]:
+    """The failed or cancelled jobs that strand queued jobs (of `grid`), with those jobs."""
+    from kdrun.labels import job_label
+
+    with db.read() as s:
+        waiting: dict[int, list[int]] = {}
+        for job_id, dep_id in s.execute(_dead_dependency(grid)).all():
+            waiting.setdefault(dep_id, []).append(job_id)
+        if not waiting:
+            return []
+        rows = s.execute(select(Job.id, Job.label, Job.config, Job.state, Job.error)
+                         .where(Job.id.in_(list(waiting))).order_by(Job.id)).all()
+    return [Blocker(i, label or job_label(config), state, headline(error) or state,
+                    sorted(waiting[i])) for i, label, config, state, error in rows]
+
+
+def headline(error: str | None) -> str:
+    """The first non-empty line of a stored error (its cause)."""
+    for line in (error or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""

@@ -4,10 +4,12 @@ kd={"T": 4}, rkkd={"k": 100})`, `available()`."""
 from kdrun.methods import (  # noqa: F401  (registration side effects)
     cakd,
     cmkd,
+    ctkd,
     dist,
     dkd,
     kd,
     ls,
+    mlkd,
     rkkd,
     vanilla,
 )

@@ -4,9 +4,15 @@
   once on the raw student logits with the base's `ce_weight`;
 - a **modifier** (ls) transforms both logits before the base's distillation terms only (as the
   LS authors' code does: CE stays on raw logits), and may override the base's defaults
-  (`kd+ls` uses the published T=2, kd_weight=9, ce_weight=0.1);
+  (`kd+ls`, `dkd+ls`, ... resolve the LS authors' per-pair settings, kdrun.methods.published).
+  A base with `applies_modifier` (mlkd) gets the modifier and applies it to the terms its
+  authors apply it to;
 - an **add-on** (rkkd, cmkd) adds its own distillation terms on the raw logits. Its
   hyperparameters are its Params without `ce_weight`, so a grid cannot give it a second CE.
+  Its weight defaults from the base (`rkkd.weight` = the base's `kd_weight`, so `kd+ls+rkkd`
+  weighs the ranking term 9 like the KL it accompanies, as the RKKD paper ties the ranking
+  weight to the KL weight; bases without `kd_weight` -- dkd, dist, cakd, cmkd -- give 1).
+  On a two-view base (mlkd) it sees both views' logits, stacked.
 
 In a grid, hyperparameters are given per part: `{kd+rkkd: {kd: {T: 4}, rkkd: {k: 100}}}`.
 Defaults, lowest first: each part's class defaults < its pair/dataset defaults < the
@@ -41,9 +47,18 @@ class Modifier(nn.Module):
         self.p = params
 
     @classmethod
-    def base_defaults(cls, base: str, *, dataset: str | None) -> dict[str, Any]:
-        """Overrides of the base's defaults when modified (dataset None: class level)."""
+    def base_defaults(cls, base: str, *, dataset: str | None, teacher: str | None = None,
+                      student: str | None = None,
+                      current: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Overrides of the base's defaults when modified (dataset None: class level);
+        `current` is the base's class + pair defaults they may be derived from."""
         return {}
+
+    @classmethod
+    def base_source(cls, base: str, *, dataset: str | None, teacher: str | None = None,
+                    student: str | None = None, current: dict[str, Any] | None = None) -> str:
+        """Where `base_defaults` come from, for `kdrun methods` (e.g. a published run)."""
+        return f"{cls.name} default"
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -57,6 +72,11 @@ class AddOnMethod(Method):
     def addon_defaults(cls, base: str, base_params: dict[str, Any]) -> dict[str, Any]:
         """Defaults that follow from the base's resolved hyperparameters."""
         return {}
+
+
+def class_defaults(cls: type[Method]) -> dict[str, Any]:
+    """The defaults of `cls.Params` (before pair/dataset defaults)."""
+    return as_dict(cls.Params())
 
 
 @functools.cache
@@ -91,6 +111,8 @@ class Composite(Method):
         self.base = base(dataclasses.replace(parts[base.name], ce_weight=0.0))
         mod, addon = self.modifier_cls, self.addon_cls
         self.modifier = mod(parts[mod.name]) if mod else None
+        if self.modifier is not None and base.applies_modifier:
+            self.base.modifier = self.modifier  # the base applies it to its authors' terms
         self.addon = None
         if addon:
             self.addon = addon(addon.Params(**as_dict(parts[addon.name]), ce_weight=0.0))
@@ -137,7 +159,9 @@ class Composite(Method):
         base, mod, addon = cls.base_cls, cls.modifier_cls, cls.addon_cls
         values = {**pair(base)}
         if mod:
-            values.update(mod.base_defaults(base.name, dataset=dataset))
+            current = {**class_defaults(base), **values}
+            values.update(mod.base_defaults(base.name, dataset=dataset, teacher=teacher,
+                                            student=student, current=current))
         values.update(given[base.name])
         out: dict[str, Any] = {base.name: build(base.Params, values, f"{where}.{base.name}")}
         if mod:
@@ -152,6 +176,11 @@ class Composite(Method):
             out[addon.name] = build(params, values, f"{where}.{addon.name}")
         return out
 
+    def prepare(self, num_classes: int) -> None:
+        self.base.prepare(num_classes)
+        if self.addon is not None:
+            self.addon.prepare(num_classes)
+
     @classmethod
     def check(cls, params: dict[str, Any], *, num_classes: int, where: str) -> None:
         for c in (cls.base_cls, cls.addon_cls):
@@ -159,9 +188,10 @@ class Composite(Method):
                 c.check(params[c.name], num_classes=num_classes, where=f"{where}.{cls.name}")
 
     def forward(self, student_logits, teacher_logits, targets, epoch=0):
-        ce = F.cross_entropy(student_logits, targets)
+        # Views are stacked along the batch (Method.views): CE is summed over views.
+        ce = F.cross_entropy(student_logits, targets) * len(self.base_cls.views)
         zs, zt = student_logits, teacher_logits
-        if self.modifier is not None:
+        if self.modifier is not None and not self.base_cls.applies_modifier:
             zs, zt = self.modifier(zs), self.modifier(zt)
         loss, comps = self.base(zs, zt, targets, epoch)  # its own CE has weight 0
         loss = loss + self.ce_weight * ce
@@ -190,6 +220,7 @@ def make_composite(
         "Params": params,
         "needs_teacher": base.needs_teacher or bool(addon and addon.needs_teacher),
         "teacher_logits_only": all(c.teacher_logits_only for c in (base, addon) if c),
+        "views": base.views,
         "base_cls": base,
         "modifier_cls": modifier,
         "addon_cls": addon,

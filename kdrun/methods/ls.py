@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from kdrun.methods.compose import Modifier
 from kdrun.methods.functional import standardize
+from kdrun.methods.published import ls_overrides
 from kdrun.methods.registry import register
 
 
@@ -26,13 +27,18 @@ class LS(Modifier):
     name = "ls"
     Params = LSParams
 
-    # Published CIFAR-100 settings for KD+LS; for other bases and for ImageNet the reference
-    # gives none, so those keep the base's own defaults.
-    PUBLISHED = {"kd": {"T": 2.0, "kd_weight": 9.0, "ce_weight": 0.1}}
+    # The authors tuned a base temperature and KD weight per pair and their trainer maps them
+    # onto each base with its own rule (kdrun.methods.published); bases they never ran with
+    # LS (dist, cakd, cmkd, ...) keep their own defaults.
+    @classmethod
+    def base_defaults(cls, base, *, dataset, teacher=None, student=None, current=None):
+        return ls_overrides(base, current or {}, dataset=dataset, teacher=teacher,
+                            student=student)[0]
 
     @classmethod
-    def base_defaults(cls, base, *, dataset):
-        return {} if dataset == "imagenet" else dict(cls.PUBLISHED.get(base, {}))
+    def base_source(cls, base, *, dataset, teacher=None, student=None, current=None) -> str:
+        return ls_overrides(base, current or {}, dataset=dataset, teacher=teacher,
+                            student=student)[1]
 
     def forward(self, logits):
         return standardize(logits, self.p.eps)

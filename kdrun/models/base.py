@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 Features = dict[str, Any]
 
@@ -40,3 +41,16 @@ def features(
     if preact_stages is not None:
         out["preact_stages"] = preact_stages
     return out
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """Average over the whole feature map. The CIFAR nets' fixed pools (8x8, 4x4, 2x2) are
+    exactly this at 32x32, so the same nets (same weights) also run at 64x64 (Tiny-ImageNet)."""
+    return F.avg_pool2d(x, tuple(x.shape[-2:]))
+
+
+class GlobalAvgPool(nn.Module):
+    """`global_avg_pool` as a module (no parameters: state-dict keys are unchanged)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return global_avg_pool(x)

@@ -1,4 +1,8 @@
-"""Model registry: (zoo, name) -> constructor. Zoos are "cifar100" (32x32) and "imagenet"."""
+"""Model registry: (zoo, name) -> constructor. Zoos are "cifar100" (32x32) and "imagenet".
+
+Tiny-ImageNet (64x64) draws from both: the CIFAR zoo's nets (global pooling makes them run at
+64x64, as the KD papers adapt them) and, under names the CIFAR zoo does not use, the ImageNet
+zoo's."""
 
 from __future__ import annotations
 
@@ -23,22 +27,30 @@ def register(name: str, zoo: str) -> Callable[[Callable[..., nn.Module]], Callab
     return deco
 
 
+# Datasets that draw from several zoos, first match wins (names shared by two zoos, e.g.
+# ResNet18, are the CIFAR-style nets there: 3x3 stem, no max-pool, as 64x64 inputs want).
+_CHAINS = {"tiny_imagenet": ("cifar100", "imagenet")}
+
+
 def zoo_of(dataset: str) -> str:
     """Which zoo a dataset draws from: ImageNet-sized inputs use the ImageNet zoo."""
     return "imagenet" if dataset == "imagenet" else "cifar100"
 
 
+def _zoos(dataset: str) -> tuple[str, ...]:
+    return _CHAINS.get(dataset, (zoo_of(dataset),))
+
+
 def available(dataset: str | None = None) -> list[str]:
-    zoo = zoo_of(dataset) if dataset else None
-    return sorted({n for (z, n) in _MODELS if zoo is None or z == zoo})
+    zoos = _zoos(dataset) if dataset else ZOOS
+    return sorted({n for (z, n) in _MODELS if z in zoos})
 
 
 def create(name: str, num_classes: int = 100, dataset: str = "cifar100") -> nn.Module:
-    zoo = zoo_of(dataset)
-    try:
-        fn = _MODELS[(zoo, name)]
-    except KeyError:
+    fn = next((_MODELS[(z, name)] for z in _zoos(dataset) if (z, name) in _MODELS), None)
+    if fn is None:
         raise UserError(
-            f"unknown {zoo} architecture {name!r}; valid: {', '.join(available(dataset))}"
-        ) from None
+            f"unknown {'/'.join(_zoos(dataset))} architecture {name!r}; "
+            f"valid: {', '.join(available(dataset))}"
+        )
     return fn(num_classes=num_classes)

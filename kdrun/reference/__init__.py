@@ -22,6 +22,9 @@ class Published:
     mean: float
     std: float | None
     source: str | None  # key into `sources()`, None when the reference names no source
+    # Set by the report (kdrun.report.paper) when a cell's jobs ran with hyperparameters other
+    # than the published run's: the number is then not shown as a comparison.
+    settings_differ: bool = False
 
 
 @functools.cache
@@ -36,9 +39,20 @@ def sources() -> dict[str, dict[str, str]]:
 
 
 def _value(raw: Any, source: str | None) -> Published:
+    """A number, or {mean[, std][, source]} (a value's own source overrides its block's)."""
     if isinstance(raw, dict):
-        return Published(float(raw["mean"]), float(raw["std"]), source)
+        std = raw.get("std")
+        return Published(float(raw["mean"]), None if std is None else float(std),
+                         raw.get("source", source))
     return Published(float(raw), None, source)
+
+
+@functools.cache
+def _lskd_rows(key: str) -> dict[str, float]:
+    """`teacher->student` -> best top-1 of the LS authors' logged `key` runs."""
+    text = (resources.files("kdrun") / "reference" / "lskd_settings.yaml").read_text()
+    return {f"{r['teacher']}->{r['student']}": float(r["best_acc"])
+            for r in yaml.safe_load(text)[key]}
 
 
 def _block(dataset: str, *path: str) -> dict[str, Any] | None:
@@ -53,9 +67,12 @@ def _block(dataset: str, *path: str) -> dict[str, Any] | None:
 def method(dataset: str, name: str, teacher: str, student: str) -> Published | None:
     """Published top-1 of `name` distilling architecture `teacher` into `student`."""
     block = _block(dataset, "methods", name)
-    if block is None or f"{teacher}->{student}" not in block["top1"]:
+    if block is None:
         return None
-    return _value(block["top1"][f"{teacher}->{student}"], block.get("source"))
+    rows = _lskd_rows(block["from_settings"]) if "from_settings" in block else block["top1"]
+    if f"{teacher}->{student}" not in rows:
+        return None
+    return _value(rows[f"{teacher}->{student}"], block.get("source"))
 
 
 def standalone(dataset: str, role: str, arch: str) -> Published | None:

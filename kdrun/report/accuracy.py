@@ -19,7 +19,7 @@ from kdrun.report.table import Report
 
 LONG_COLS = ["dataset", "pair", "teacher", "student", "row", "mean", "std", "n", "total",
              *cells.PENDING, "selection_split", "paper", "paper_std", "paper_source",
-             "paper_diff"]
+             "paper_diff", "paper_settings"]
 
 
 def _splits(jobs: pd.DataFrame) -> str:
@@ -54,11 +54,16 @@ def long_table(df: pd.DataFrame, acc: str = "top1", metric: str = "best",
         for label, grp in alone.groupby("label", sort=False):
             found.append((P.student_row(label), {**cells.summarize(grp, vals.loc[grp.index]),
                                                  "splits": _splits(grp)}))
+        params = {}  # a method row's hyperparameters: the (paper) row needs the same settings
         for label, grp in mine.groupby("label", sort=False):
             found.append((label, {**cells.summarize(grp, vals.loc[grp.index]),
                                   "splits": _splits(grp)}))
+            params[label] = grp["params"].iloc[0]
         for row, c in found:
-            pub = paper_mod.lookup(dataset, row, arch, student) if paper and acc == "top1" else None
+            pub = (paper_mod.lookup(dataset, row, arch, student, params.get(row))
+                   if paper and acc == "top1" else None)
+            if row == P.TEACHER_ROW and paper and acc == "top1":
+                pub = paper_mod.teacher_weights(mine) or pub
             out.append({"dataset": dataset, "pair": titles[p], "teacher": teacher,
                         "student": student, "row": row, **{k: c[k] for k in
                                                            ("mean", "std", "n", "total")},

@@ -14,7 +14,16 @@ import pandas as pd
 
 from kdrun.report.stats import mean_std
 
-PENDING = ("queued", "running", "failed", "cancelled")
+# "blocked": queued, but its teacher's job failed or was cancelled, so it never runs as is.
+PENDING = ("queued", "blocked", "running", "failed", "cancelled")
+
+
+def with_blocked(df: pd.DataFrame) -> pd.Series:
+    """Job states with `blocked` for queued jobs whose teacher's job failed or was cancelled."""
+    state_of = dict(zip(df["hash"], df["state"], strict=True))
+    dead = pd.Series([state_of.get(h) in ("failed", "cancelled") for h in df["teacher_job"]],
+                     index=df.index, dtype=bool)
+    return df["state"].where(~((df["state"] == "queued") & dead), "blocked")
 
 
 def states(jobs: pd.DataFrame) -> dict[str, int]:

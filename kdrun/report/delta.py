@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from kdrun.errors import UserError
+from kdrun.report import baseline as baseline_mod
 from kdrun.report import cells, metrics
 from kdrun.report import pairs as P
 from kdrun.report.cells import number
@@ -24,7 +24,7 @@ LONG_COLS = ["dataset", "pair", "teacher", "student", "row", "baseline", "mean",
              "lo", "hi", "significant", "total", *cells.PENDING, "seeds"]
 LEVEL = 0.95
 # A seed that is not finished on both sides counts as its least advanced side.
-_RANK = {"failed": 4, "cancelled": 3, "queued": 2, "running": 1}
+_RANK = {"failed": 5, "cancelled": 4, "blocked": 3, "queued": 2, "running": 1}
 
 
 def _by_seed(jobs: pd.DataFrame, vals: pd.Series) -> tuple[dict[int, float], dict[int, str]]:
@@ -87,10 +87,8 @@ def cell_text(c: dict[str, Any]) -> str:
 
 def build(df: pd.DataFrame, metric: str = "best", epochs: pd.DataFrame | None = None,
           baseline: str = "kd") -> Report:
-    labels = set(P.distilled(df)["label"])
-    if P.distilled(df).shape[0] and baseline not in labels:
-        raise UserError(f"delta: no {baseline!r} jobs to compare with; choose the baseline "
-                        f"with --baseline (methods here: {', '.join(P.order(list(labels)))})")
+    if P.distilled(df).shape[0]:  # `kd(T=4)` matches kd(T=4.0); a swept kd needs picking
+        baseline = baseline_mod.resolve(df, baseline)
     long = long_table(df, metric, epochs, baseline)
     title = (f"top1 gain over {baseline} (points), {metrics.DESCRIBE[metric]}: mean of "
              f"per-seed differences [{LEVEL:.0%} CI] (seeds paired)")

@@ -7,8 +7,9 @@ student's top-1 at every teacher, against the teacher's own top-1 as the student
   per teacher point; 0 = a stronger teacher does not help, < 0 = it hurts);
 - gain: student top-1 with the strongest teacher minus with the weakest, paired by seed
   with a 95% t interval.
-The method with the largest slope is the one that best turns a stronger teacher into a
-stronger student (ties broken by gain).
+The method with the largest slope (ties broken by gain) is marked; it is called the one that
+best turns a stronger teacher into a stronger student only when its gain interval lies above
+every other method's, else the note says that no method is clearly best.
 """
 
 from __future__ import annotations
@@ -106,6 +107,20 @@ def long_table(df: pd.DataFrame, metric: str = "best",
     return pd.DataFrame(out, columns=LONG_COLS)
 
 
+def _clearly_best(ladder: pd.DataFrame) -> bool:
+    """Whether the largest-slope method's gain interval lies above every other method's
+    (the only case where calling it best is more than noise)."""
+    per = ladder.drop_duplicates("row").set_index("row")
+    is_best = per["best"].astype(bool)
+    if len(per) < 2 or not is_best.any():
+        return False
+    best = per[is_best].iloc[0]
+    others = per[~is_best]
+    if math.isnan(best["gain_lo"]) or others["gain_hi"].isna().any():
+        return False
+    return bool(best["gain_lo"] > others["gain_hi"].max())
+
+
 def _nan_low(v: float) -> float:
     return -math.inf if math.isnan(v) else v
 
@@ -162,13 +177,14 @@ def build(df: pd.DataFrame, metric: str = "best",
         text[trow] = {colname[(dataset, t)]: number(v) for t, v in
                       lad.groupby("teacher")["teacher_top1"].first().items()}
         score[trow] = {}
+        clear = _clearly_best(lad)
         for label in P.order(list(lad["row"])):
             recs = lad[lad["row"] == label].to_dict("records")
             key = f"{who} · {label}"
             first = recs[0]
             text[key] = {colname[(dataset, r["teacher"])]: cells.text(r) for r in recs}
             text[key]["slope"] = number(first["slope"], 3, sign=True) + (
-                " (best)" if first["best"] else "")
+                (" (best)" if clear else " (largest)") if first["best"] else "")
             text[key]["gain"] = _gain_text(first)
             score[key] = {colname[(dataset, r["teacher"])]: r["mean"] if r["n"] else math.nan
                           for r in recs}
@@ -182,10 +198,16 @@ def build(df: pd.DataFrame, metric: str = "best",
                     "slope": number(ps, 3, sign=True), "gain": number(pg, sign=True)}
                 score[key + " (paper)"] = {}
                 sources |= {r["paper_source"] for r in recs if not math.isnan(r["paper"])}
-            if first["best"]:
+            if first["best"] and clear:
                 notes.append(f"{who}: {label} best turns a stronger teacher into a stronger "
                              f"student (slope {number(first['slope'], 3, sign=True)}, gain "
-                             f"{number(first['gain'], sign=True)})")
+                             f"{_gain_text(first)}, an interval clear of every other "
+                             "method's)")
+            elif first["best"]:
+                notes.append(f"{who}: {label} has the largest slope "
+                             f"({number(first['slope'], 3, sign=True)}), but its gain "
+                             f"{_gain_text(first)} overlaps another method's interval: no "
+                             "method is clearly best with these seeds")
         rules.append(list(text)[-1])
     order = list(text)
     wide = pd.DataFrame.from_dict(text, orient="index").reindex(index=order, columns=cols)

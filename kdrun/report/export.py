@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,23 @@ RESULT_FIELDS = tuple(c.name for c in Result.__table__.columns)
 
 
 def tables(db: Database, grid: str | None = None) -> dict[str, pd.DataFrame]:
+    """The three tables: `jobs`, `results`, `epochs` (what `kdrun.api` documents)."""
+    jobs, results = jobs_and_results(db, grid)
+    return {"jobs": jobs, "results": results, "epochs": load_epochs(db, list(jobs["job_id"]))}
+
+
+def jobs_and_results(db: Database, grid: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     labels = load_jobs(db).set_index("job_id")["label"]
     with db.read() as s:
-        q = select(Job).order_by(Job.id)
+        # Plain columns, not ORM objects: rows read like a Job / a Result, much faster.
+        q = select(*[getattr(Job, f) for f in JOB_FIELDS], Job.config).order_by(Job.id)
         if grid:
             q = q.where(Job.grid == grid)
-        jobs = s.execute(q).scalars().all()
-        ids = [j.id for j in jobs]
-        results = [r for i in range(0, len(ids), 500) for r in s.execute(
-            select(Result).where(Result.job_id.in_(ids[i:i + 500])).order_by(Result.job_id)
-        ).scalars()]
+        jobs = s.execute(q).all()
+        rq = select(*Result.__table__.columns).order_by(Result.job_id)
+        if grid:
+            rq = rq.join(Job, Job.id == Result.job_id).where(Job.grid == grid)
+        results = s.execute(rq).all()
     job_recs = []
     for j in jobs:
         rec: dict[str, Any] = {("job_id" if f == "id" else f): getattr(j, f) for f in JOB_FIELDS}
@@ -55,11 +63,8 @@ def tables(db: Database, grid: str | None = None) -> dict[str, pd.DataFrame]:
         rec = {f: getattr(r, f) for f in RESULT_FIELDS if f != "switches"}
         rec.update({f"switches.{k}": v for k, v in flatten(r.switches or {}).items()})
         res_recs.append(rec)
-    return {
-        "jobs": pd.DataFrame(job_recs, columns=None if job_recs else ["job_id"]),
-        "results": pd.DataFrame(res_recs or None, columns=None if res_recs else RESULT_FIELDS),
-        "epochs": load_epochs(db, ids),
-    }
+    return (pd.DataFrame(job_recs, columns=None if job_recs else ["job_id"]),
+            pd.DataFrame(res_recs or None, columns=None if res_recs else RESULT_FIELDS))
 
 
 def write_csv(frames: dict[str, pd.DataFrame], out: Path) -> list[Path]:
@@ -67,13 +72,37 @@ def write_csv(frames: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     paths = []
     for name, frame in frames.items():
         path = out / f"{name}.csv"
-        frame.to_csv(path, index=False, float_format="%.17g")
+        # shortest repr that parses back to the same float: 0.05, not 0.050000000000000003
+        iso_times(frame).to_csv(path, index=False)
         paths.append(path)
     return paths
 
 
+def iso_times(frame: pd.DataFrame) -> pd.DataFrame:
+    """The `*_at` columns (database clock, Unix seconds) as ISO 8601 UTC text for files."""
+    cols = [c for c in frame.columns if str(c).endswith("_at")]
+    if not cols:
+        return frame
+    out = frame.copy()
+    for c in cols:
+        out[c] = [_iso(v) for v in out[c]]
+    return out
+
+
+def _iso(v: object) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    try:
+        x = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(x):
+        return None
+    return datetime.fromtimestamp(x, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
 def to_json(frames: dict[str, pd.DataFrame]) -> str:
-    doc = {name: [{k: _plain(v) for k, v in r.items()} for r in f.to_dict("records")]
+    doc = {name: [{k: _plain(v) for k, v in r.items()} for r in iso_times(f).to_dict("records")]
            for name, f in frames.items()}
     return json.dumps(doc, indent=1, allow_nan=False) + "\n"
 

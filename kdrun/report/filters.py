@@ -1,4 +1,4 @@
-"""Report filters: `--dataset`, `--grid`, `--pairs`, `--methods`.
+"""Report filters: `--dataset`, `--grid`, `--pairs`, `--methods`, `--include-cancelled`.
 
 Filters choose the distilled jobs (the table's cells). The jobs that frame them stay: the
 teachers those students learned from and the students trained alone. A vanilla student that
@@ -15,6 +15,7 @@ import pandas as pd
 
 from kdrun.errors import UserError
 from kdrun.report import pairs as P
+from kdrun.report.load import method_labels
 
 
 def split_list(text: str | None) -> list[str]:
@@ -27,8 +28,14 @@ class Filters:
     grid: str | None = None
     pairs: tuple[str, ...] = ()  # "teacher->student" (or "teacher:student")
     methods: tuple[str, ...] = ()  # method names or labels; vanilla rows always stay
+    include_cancelled: bool = False  # cancelled jobs are dropped before labels are made
 
     def apply(self, df: pd.DataFrame) -> pd.DataFrame:
+        if not self.include_cancelled and (df["state"] == "cancelled").any():
+            # a cancelled old variant (e.g. another lr) neither shows as a row nor makes
+            # every label carry the setting it differed in
+            df = df[df["state"] != "cancelled"].copy()
+            df["label"] = method_labels(df)
         for value, col in ((self.dataset, "dataset"), (self.grid, "grid")):
             if value and value not in set(df[col]):
                 known = ", ".join(sorted(set(df[col]))) or "(none)"
@@ -40,7 +47,8 @@ class Filters:
             keep &= df["grid"] == self.grid
         if self.pairs:
             wanted = {p.replace(":", "->") for p in self.pairs}
-            have = {P.name(t, s) for t, s in zip(df["teacher"], df["student"], strict=True) if t}
+            have = {P.name(t, s) for t, s in zip(df["teacher"], df["student"], strict=True)
+                    if isinstance(t, str)}  # vanilla rows have None/NaN: not pairs
             missing = sorted(wanted - have)
             if missing:
                 raise UserError(f"--pairs: no jobs for {', '.join(missing)}; "
@@ -49,6 +57,11 @@ class Filters:
             keep &= pd.Series([n in wanted for n in names], index=df.index, dtype=bool)
         if self.methods:
             wanted = set(self.methods)
+            dist = df[keep]
+            known = set(dist["method"]) | set(dist["label"]) | {"vanilla"}
+            if unknown := sorted(wanted - known):
+                raise UserError(f"--methods: no jobs for {', '.join(unknown)}; methods in the "
+                                f"database: {', '.join(sorted(known)) or '(none)'}")
             keep &= df["method"].isin(wanted) | df["label"].isin(wanted)
         students = df[keep]
         return df[keep | self._frame(df, students)]

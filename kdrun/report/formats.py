@@ -15,6 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from kdrun.report import fit
 from kdrun.report.latex import latex
 from kdrun.report.table import Report
 
@@ -32,10 +33,11 @@ def rich_table(report: Report) -> Group:
     return Group(t, *[Text(f"  {n}", style="dim") for n in report.notes])
 
 
-def text(report: Report, width: int = 240) -> str:
-    """The terminal table as plain text (for `--out` with the default format)."""
+def text(report: Report, width: int = 240, transpose: bool = False, split: str = "auto") -> str:
+    """The terminal table as plain text (for `--out` with the default format), split into
+    tables of at most `width` columns (kdrun.report.fit)."""
     console = Console(record=True, width=width, file=io.StringIO())
-    console.print(rich_table(report))
+    console.print(fit.tables(report, width, transpose, split))
     return console.export_text()
 
 
@@ -61,7 +63,7 @@ def _md(text: str) -> str:
 
 def csv(report: Report) -> str:
     buf = io.StringIO()
-    report.long.to_csv(buf, index=False, float_format="%.17g")
+    report.long.to_csv(buf, index=False)  # shortest round-trip repr: 0.05, not 0.050000000000000003
     return buf.getvalue()
 
 

@@ -69,17 +69,26 @@ class Step:
             for x, y in loader:
                 yield x, y, None
 
-    def __call__(self, x: Tensor, y: Tensor, views: Views | None,
+    def __call__(self, x: Tensor | list[Tensor], y: Tensor, views: Views | None,
                  epoch: int) -> tuple[Tensor, Components, Tensor]:
-        x = self.speed.inputs(x)
+        """`x` is a batch, or one batch per augmented view for a method with several
+        (Method.views): student and teacher then run on each view separately (batch-norm
+        statistics per view, as the authors' code) and the loss sees the views stacked.
+        The returned logits are the first view's."""
+        xs = [self.speed.inputs(v) for v in x] if isinstance(x, (list, tuple)) else [
+            self.speed.inputs(x)]
         self.speed.step_begin()
-        fwd = self.fast if x.shape[0] == self.batch_size else self.student
-        with self.speed.autocast():
-            logits = fwd(x)
-        logits = logits.float()  # the loss runs in float32
-        t_logits = self.teacher(x, views)
-        loss, comps = self.method(logits, t_logits, y, epoch=epoch)
+        outs = []
+        for v in xs:  # several views: eager (a CUDA graph would reuse the first's output)
+            fwd = self.fast if v.shape[0] == self.batch_size and len(xs) == 1 else self.student
+            with self.speed.autocast():
+                outs.append(fwd(v).float())  # the loss runs in float32
+        t_outs = [self.teacher(v, views) for v in xs]
+        logits = outs[0] if len(xs) == 1 else torch.cat(outs)
+        t_logits = t_outs[0] if len(xs) == 1 or t_outs[0] is None else torch.cat(t_outs)
+        targets = y if len(xs) == 1 else y.repeat(len(xs))
+        loss, comps = self.method(logits, t_logits, targets, epoch=epoch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return loss.detach(), comps, logits.detach()
+        return loss.detach(), comps, outs[0].detach()

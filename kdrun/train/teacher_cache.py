@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdrun.checkpoints import sha256
 from kdrun.data.device_loader import DeviceLoader, Views
 from kdrun.data.images import ArrayImages
 from kdrun.errors import ConfigError
@@ -154,13 +155,17 @@ def _locked(path: Path) -> Iterator[None]:
 def ensure(path: Path, build_to: Callable[[Path], None], meta: dict[str, Any] | None = None,
            log: Callable[[str], None] = _log) -> bool:
     """Make sure the cache at `path` exists, building it with `build_to(temporary path)` unless
-    another process has (or is building it: then wait for it). True when this call built it."""
-    if path.exists():
+    another process has (or is building it: then wait for it). True when this call built it.
+    A cache whose sha256 differs from the one its sidecar recorded at build is rebuilt."""
+    if path.exists() and intact(path):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path):
         if path.exists():  # built by another worker while we waited for the lock
-            return False
+            if intact(path):
+                return False
+            log(f"{path.name} is damaged (sha256 differs from its build's); rebuilding")
+            path.unlink()
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a killed builder's leftovers
             stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -171,7 +176,7 @@ def ensure(path: Path, build_to: Callable[[Path], None], meta: dict[str, Any] | 
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             info = {**(meta or {}), "file": path.name,
-                    "build_s": round(time.perf_counter() - t0, 1)}
+                    "build_s": round(time.perf_counter() - t0, 1), "sha256": sha256(tmp)}
             side = path.with_suffix(".json")
             side_tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
             side_tmp.write_text(json.dumps(info, indent=1) + "\n")
@@ -182,6 +187,16 @@ def ensure(path: Path, build_to: Callable[[Path], None], meta: dict[str, Any] | 
             raise
         log(f"built {path.name} in {time.perf_counter() - t0:.1f} s")
         return True
+
+
+def intact(path: Path) -> bool:
+    """Whether the cache file has the sha256 its build recorded (caches built before digests
+    were recorded cannot be checked and count as intact)."""
+    try:
+        want = json.loads(path.with_suffix(".json").read_text()).get("sha256")
+    except (OSError, ValueError):
+        want = None
+    return want is None or sha256(path) == want
 
 
 class CachedTeacher:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,15 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdrun import checkpoints, data, methods, models
+from kdrun import checkpoints, data, methods, models, pretrained
 from kdrun.errors import ConfigError
 from kdrun.recipe import Recipe
 from kdrun.train import fast, teacher_cache
 from kdrun.train.evaluate import agreement, predict, topk
 from kdrun.train.step import Step
 
-LAST = "last.pt"  # resumable training state, rewritten every epoch
-FINAL = "model.pt"  # final weights as {"model": state_dict}, the published checkpoint layout
+# Each epoch's resumable state goes to last.<attempt>.e<epoch>.pt and the final weights
+# ({"model": state_dict}, the published layout) to model.<attempt>.pt: see kdrun.checkpoints.
 
 
 class NonFiniteLoss(Exception):
@@ -46,6 +47,10 @@ class Hooks:
     epoch_done: Callable[[dict[str, Any], dict[str, Any]], None] = lambda row, progress: None
     step: Callable[[int, int, int], None] = lambda epoch, done, total: None
     stop_requested: Callable[[], bool] = lambda: False
+    # An epoch's checkpoint is on disk ({"epoch", "path", "sha256"}), before epoch_done.
+    checkpoint_saved: Callable[[dict[str, Any]], None] = lambda record: None
+    # Resume skipped damaged checkpoints: what happened, and the paths found bad.
+    notice: Callable[[str, list[str]], None] = lambda text, bad: None
 
 
 @dataclass
@@ -60,6 +65,12 @@ class Run:
     # Shared teacher-logit caches; None: <runs dir>/teacher_cache, the runs dir being the
     # run directory's parent (as the worker lays runs out).
     cache_dir: Path | None = None
+    # Set by a worker: names this attempt's files, and lists the checkpoints the database
+    # recorded (newest first, paths relative to the runs directory). None: no database, resume
+    # from the newest checkpoint file in run_dir.
+    attempt: str | None = None
+    resume: list[dict[str, Any]] | None = None
+    teacher_sha256: str | None = None  # the trained teacher's recorded sha256
 
     @property
     def teacher_cache_dir(self) -> Path:
@@ -78,15 +89,25 @@ def seed_everything(seed: int) -> None:
 
 def teacher_path(run: Run) -> Path:
     t = run.config["teacher"]
+    if "torchvision" in t:  # torchvision's weights in this machine's hub cache, verified
+        return pretrained.locate(t, download=run.download)[0]
     path = Path(t["checkpoint"]) if "checkpoint" in t else run.teacher_checkpoint
     if path is None:
         raise ConfigError(f"teacher {t['name']}: its training job has no checkpoint")
+    if not path.is_file():  # retryable: a worker that shares the folder can run this job
+        where = ("every worker must see the file given at enqueue" if "checkpoint" in t else
+                 "all workers must share one --runs-dir (KDRUN_RUNS), where the teacher's "
+                 "job saved it")
+        raise FileNotFoundError(f"teacher {t['name']}: checkpoint {path} not found on this "
+                                f"machine; {where}")
     return path
 
 
 def teacher_sha256(run: Run) -> str:
-    """The teacher checkpoint's sha256: fixed at enqueue for files, hashed for trained ones."""
-    return run.config["teacher"].get("sha256") or checkpoints.sha256(teacher_path(run))
+    """The teacher checkpoint's sha256: fixed at enqueue for files, recorded with the teacher
+    job's result for trained ones (hashed when neither is known)."""
+    return (run.config["teacher"].get("sha256") or run.teacher_sha256
+            or checkpoints.sha256(teacher_path(run)))
 
 
 def build_teacher(run: Run, num_classes: int) -> torch.nn.Module | None:
@@ -99,6 +120,9 @@ def build_teacher(run: Run, num_classes: int) -> torch.nn.Module | None:
         raise ConfigError(
             f"teacher checkpoint {path} changed since enqueue (sha256 differs); re-enqueue the grid"
         )
+    if "sha256" not in t and run.teacher_sha256 and checkpoints.sha256(path) != run.teacher_sha256:
+        raise ConfigError(f"teacher checkpoint {path} is damaged (sha256 differs from the one "
+                          "its job recorded); `kdrun retry` the teacher job to retrain it")
     model = models.create(t["arch"], num_classes=num_classes, dataset=dataset)
     sd = checkpoints.extract_state_dict(checkpoints.load(path), path)
     checkpoints.load_into(model, sd, f"teacher checkpoint {path}")
@@ -149,11 +173,14 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
     if teacher is not None:
         speed.prepare(teacher)
     method_cls = methods.get(cfg["method"]["name"])
-    method = methods.create(cfg["method"]["name"], **cfg["method"]["params"]).to(dev)
+    method = methods.create(cfg["method"]["name"], **cfg["method"]["params"])
+    method.prepare(splits.num_classes)  # a method's own module (ctkd) exists before the optimizer
+    method.to(dev)
 
     gen = torch.Generator().manual_seed(cfg["seed"])  # shuffling + augmentation; checkpointed
     loaders = data.make_loaders(splits, recipe.loader, dev, gen, batch_size=recipe.batch_size,
-                                eval_batch_size=recipe.eval_batch_size, num_workers=run.num_workers)
+                                eval_batch_size=recipe.eval_batch_size, num_workers=run.num_workers,
+                                views=method_cls.views, gpu_decode=recipe.gpu_decode == "on")
     train_loader, test_loader, val_loader = loaders.train, loaders.test, loaders.val
     teacher_logits, teacher_rec = teacher_cache.teacher_source(
         recipe.teacher_cache, teacher=teacher, teacher_sha256=lambda: teacher_sha256(run),
@@ -161,18 +188,22 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
         train_set=splits.train, num_classes=splits.num_classes, epochs=recipe.epochs,
         batch_size=recipe.batch_size, speed=speed, cache_dir=run.teacher_cache_dir,
         meta={"teacher": (cfg.get("teacher") or {}).get("name"), "dataset": cfg["dataset"]})
-    switches = {**speed.record(), "loader": loaders.kind, **teacher_rec}
+    switches = {**speed.record(), "loader": loaders.kind, **loaders.record(), **teacher_rec}
 
-    opt = torch.optim.SGD(student.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+    # A method's trainable parameters (ctkd's temperature) train with the student, as in the
+    # authors' code; for every other method this is the student's parameters alone.
+    opt = torch.optim.SGD([*student.parameters(), *method.parameters()], lr=recipe.lr,
+                          momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, recipe.lr_milestones, recipe.lr_gamma)
     step = Step(student, teacher_logits, method, opt, speed, recipe.batch_size)
 
     state = {"epoch": 0, "history": [], "train_time": 0.0, "images": 0}
-    last = run.run_dir / LAST
-    if last.exists():  # resume: everything continues exactly where the last epoch ended
-        ck = torch.load(last, map_location="cpu", weights_only=True)
+    found = resume_point(run, hooks)
+    if found is not None:  # resume: everything continues exactly where the last epoch ended
+        ck = found
         student.load_state_dict(ck["model"])
+        method.load_state_dict(ck.get("method", {}))
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         state = ck["state"]
@@ -221,22 +252,56 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
             "val_top1": val1, "epoch_time_s": elapsed, "images_per_s": seen / elapsed,
         }
         left = recipe.epochs - epoch
-        # Report first, then checkpoint: a crash in between repeats this epoch (its metrics
-        # row is replaced), never skips its row. A worker that lost its lease is stopped in
-        # epoch_done, before it can overwrite the checkpoint.
+        # Checkpoint under this attempt's own name, then report: the worker records the epoch
+        # and its file in one lease-fenced write, so only the lease holder's file is ever
+        # resumed (kdrun.checkpoints). A crash in between repeats the epoch.
+        save_epoch(run, hooks, epoch, {"model": student.state_dict(),
+                                       "method": method.state_dict(),
+                                       "optimizer": opt.state_dict(),
+                                       "scheduler": sched.state_dict(), "state": state,
+                                       "rng": _rng_state(gen, dev)})
         per_epoch = state["train_time"] / max(len(state["history"]), 1)
         hooks.epoch_done(row, {"epoch": epoch, "epochs": recipe.epochs, "loss": train_loss,
                                "test_top1": top1, "images_per_s": seen / elapsed,
                                "eta_s": left * per_epoch})
-        checkpoints.atomic_save({"model": student.state_dict(), "optimizer": opt.state_dict(),
-                                 "scheduler": sched.state_dict(), "state": state,
-                                 "rng": _rng_state(gen, dev)}, last)
         if left and hooks.stop_requested():
             raise Interrupted(f"stopped after epoch {epoch}")
 
     if test_logits is None:  # resumed from the final epoch's checkpoint: nothing left to train
         test_logits, test_y = predict(student, test_loader, dev)
     return finish(run, student, teacher, state, test_logits, test_y, test_loader)
+
+
+def resume_point(run: Run, hooks: Hooks) -> dict[str, Any] | None:
+    """The newest good checkpoint (digest-verified against the database's records), or None
+    to start at epoch 0; skipped ones are reported to the log and through hooks.notice."""
+    base = run.run_dir.parent
+    if run.resume is None:
+        records = checkpoints.local_records(run.run_dir)
+    else:
+        records = [checkpoints.Record(r["epoch"], r["path"], r["sha256"]) for r in run.resume]
+        legacy = run.run_dir / checkpoints.LEGACY_LAST
+        if not records and legacy.is_file():  # written by a kdrun before fencing
+            records = [checkpoints.Record(-1, f"{run.run_dir.name}/{legacy.name}", None)]
+
+    def note(text: str, bad: list[str]) -> None:
+        print(f"checkpoint: {text}", file=sys.stderr, flush=True)
+        hooks.notice(text, bad)
+
+    found = checkpoints.resume(records, base, note)
+    return None if found is None else found[0]
+
+
+def save_epoch(run: Run, hooks: Hooks, epoch: int, obj: dict[str, Any]) -> None:
+    """Write one epoch's checkpoint and hand its record to the worker (without one, keep the
+    newest KEEP files)."""
+    name = checkpoints.epoch_name(run.attempt or "local", epoch)
+    digest = checkpoints.save(obj, run.run_dir / name)
+    hooks.checkpoint_saved({"epoch": epoch, "path": f"{run.run_dir.name}/{name}",
+                            "sha256": digest})
+    if run.resume is None:
+        newest = [r.path for r in checkpoints.local_records(run.run_dir)[:checkpoints.KEEP]]
+        checkpoints.prune(run.run_dir, keep=[*newest, checkpoints.final_name(None)])
 
 
 def note_switches(state: dict[str, Any], switches: dict[str, Any]) -> None:
@@ -263,8 +328,8 @@ def finish(run, student, teacher, state, test_logits, test_y, test_loader) -> di
     hist = state["history"]
     key = "val_top1" if hist[-1]["val_top1"] is not None else "test_top1"
     best = max(hist, key=lambda h: (h[key], h["epoch"]))
-    final = run.run_dir / FINAL
-    checkpoints.atomic_save({"model": student.state_dict()}, final)
+    final = run.run_dir / checkpoints.final_name(run.attempt)
+    digest = checkpoints.save({"model": student.state_dict()}, final)
     out = {
         "best_top1": best["test_top1"], "best_top5": best["test_top5"], "best_epoch": best["epoch"],
         "last_top1": hist[-1]["test_top1"], "last_top5": hist[-1]["test_top5"],
@@ -272,7 +337,7 @@ def finish(run, student, teacher, state, test_logits, test_y, test_loader) -> di
         "selection_split": "val" if key == "val_top1" else "test",
         "wall_time_s": state["train_time"],
         "images_per_s": state["images"] / max(state["train_time"], 1e-9),
-        "checkpoint": str(final), "sha256": checkpoints.sha256(final),
+        "checkpoint": str(final), "sha256": digest,
         "teacher_top1": None, "agree_top1": None, "spearman": None, "kendall": None, "kl": None,
         "switches": recorded_switches(state),
     }

@@ -24,10 +24,14 @@ from typing import Any, TextIO
 
 import torch
 
-from kdrun import __version__
+from kdrun import __version__, headline
 from kdrun.data import num_classes
 from kdrun.errors import UserError
+from kdrun.loader_workers import default_workers
+from kdrun.trackers import hook as tracker_hook
+from kdrun.trackers.hook import TrackerSet
 from kdrun.train.trainer import Hooks, Interrupted, NonFiniteLoss, Run, train
+from kdrun.worker.stopping import ignore_stop_signals
 
 ORPHANED = 3  # exit status when the supervisor disappeared
 PROGRESS_EVERY_S = 1.0
@@ -88,11 +92,13 @@ def _relative(path: str, base: Path) -> str:
 
 
 def _describe(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    """The cause on the first line (kdrun.headline), then the traceback."""
+    return f"{headline.line(e)}\n{traceback.format_exc()}"
 
 
-def hooks(chan: Channel, control: Control) -> Hooks:
+def hooks(chan: Channel, control: Control, trackers: TrackerSet | None = None) -> Hooks:
     last = [0.0]
+    saved: list[dict[str, Any]] = []  # the epoch's checkpoint record, sent with the epoch
 
     def step(epoch: int, done: int, total: int) -> None:
         if time.monotonic() - last[0] >= PROGRESS_EVERY_S or done == total:
@@ -100,12 +106,25 @@ def hooks(chan: Channel, control: Control) -> Hooks:
             last[0] = time.monotonic()
 
     def epoch_done(row: dict[str, Any], progress: dict[str, Any]) -> None:
-        print(f"epoch {row['epoch']}/{progress['epochs']}: loss {row['train_loss']:.4f}, "
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} epoch {row['epoch']}/{progress['epochs']}: "
+              f"loss {row['train_loss']:.4f}, "
               f"test top-1 {row['test_top1']:.2f}", file=sys.stderr, flush=True)
-        chan.send({"type": "epoch", "row": row, "progress": progress})
-        control.acks.acquire()  # stored (or we get killed): only then checkpoint the epoch
+        chan.send({"type": "epoch", "row": row, "progress": progress,
+                   "checkpoint": saved.pop() if saved else None})
+        control.acks.acquire()  # stored with its checkpoint (or we get killed): go on
+        if trackers:  # the one place a job logs to TensorBoard / W&B (rank 0 only)
+            trackers.epoch(row)
 
-    return Hooks(epoch_done=epoch_done, step=step, stop_requested=control.stop.is_set)
+    def notice(text: str, bad: list[str]) -> None:
+        chan.send({"type": "notice", "text": text, "bad": bad})
+
+    return Hooks(epoch_done=epoch_done, step=step, stop_requested=control.stop.is_set,
+                 checkpoint_saved=saved.append, notice=notice)
+
+
+def loader_workers(given: int | None, config: dict[str, Any], threads: int | None) -> int:
+    """--loader-workers, or by default as many as this job's share of the CPUs allows."""
+    return given if given is not None else default_workers(config["dataset"]["name"], threads)
 
 
 def run_job(job: dict[str, Any], chan: Channel, control: Control) -> dict[str, Any]:
@@ -122,16 +141,24 @@ def run_job(job: dict[str, Any], chan: Channel, control: Control) -> dict[str, A
     runs_dir = Path(job["runs_dir"])
     teacher = job["teacher_checkpoint"]
     run = Run(job["config"], runs_dir / job["run_dir"], Path(job["data_dir"]), device,
-              runs_dir / teacher if teacher else None, job["loader_workers"],
-              download=job["download"])
+              runs_dir / teacher if teacher else None,
+              loader_workers(job["loader_workers"], job["config"], job.get("threads")),
+              download=job["download"], attempt=job.get("attempt"),
+              resume=job.get("checkpoints"), teacher_sha256=job.get("teacher_sha256"))
+    trackers = tracker_hook.for_job(job, chan.send)
+    result, ok = None, False  # ok: finished or stopped on request (the tracker run is not failed)
     try:
-        result = train(run, hooks(chan, control))
+        result = train(run, hooks(chan, control, trackers))
+        ok = True
     except Interrupted as e:
+        ok = True
         return {"type": "interrupted", "reason": str(e)}
     except (UserError, NonFiniteLoss) as e:  # deterministic: retrying cannot help
         return {"type": "failed", "retry": False, "error": _describe(e)}
     except Exception as e:
         return {"type": "failed", "retry": True, "error": _describe(e)}
+    finally:
+        trackers.finish(result, ok)
     result["checkpoint"] = _relative(result["checkpoint"], runs_dir)
     is_teacher = job["config"]["kind"] == "teacher"
     return {"type": "succeeded", "result": result,
@@ -139,10 +166,15 @@ def run_job(job: dict[str, Any], chan: Channel, control: Control) -> dict[str, A
 
 
 def main() -> None:
+    ignore_stop_signals()  # only the supervisor acts on them (kdrun.worker.stopping)
     chan = Channel(os.fdopen(os.dup(1), "w"))
     os.dup2(2, 1)  # stray prints go to the log, not into the protocol
-    job = json.loads(sys.stdin.readline())
-    control = Control(sys.stdin)
+    # Commands are read from a duplicate of stdin, never through sys.stdin: the reader thread
+    # blocks holding its stream's lock, and a forked DataLoader worker's start-up closes
+    # sys.stdin (multiprocessing does), which would wait for that lock for ever.
+    commands = os.fdopen(os.dup(0), "r")
+    job = json.loads(commands.readline())
+    control = Control(commands)
     chan.send(run_job(job, chan, control))
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from kdrun.db import queue
 from kdrun.db.engine import Database
+from kdrun.labels import job_label
+from kdrun.loader_workers import cpus_per_job
+from kdrun.worker.stopping import STOP_SIGNALS, Stop
 from kdrun.worker.supervisor import (
     DB_DOWN,
     LogFn,
@@ -46,10 +49,13 @@ class WorkerOptions:
     until_empty: bool = False
     max_jobs: int | None = None
     poll_seconds: float = 5.0
-    loader_workers: int = 0
+    loader_workers: int | None = None  # None: sized from the CPUs (kdrun.data.workers)
     download: bool = False
     max_failures: int = 5  # consecutive suspect failures within failure_window_s stop the worker
     failure_window_s: float = 600.0
+    trackers: tuple[str, ...] = ()  # --tracker (kdrun.trackers): logged for every job run here
+    stop_within: float | None = None  # after a stop signal, cut jobs whose epoch runs longer
+    idle_exit: float | None = None  # a slot with nothing runnable for this long exits
 
 
 @dataclass
@@ -57,17 +63,26 @@ class Summary:
     jobs: int  # jobs claimed and run (to any outcome)
     stopped_because: str | None = None  # set when the worker stopped before its queue ran dry
     failed_over: bool = False  # stopped by the failure breaker: exit non-zero
+    outcomes: dict[str, int] = field(default_factory=dict)  # state after each job -> count
+    # --until-empty ran dry while queued jobs wait on failed or cancelled ones: exit non-zero
+    stranded: list[queue.Blocker] = field(default_factory=list)
 
 
 class FailureBreaker:
     """Stops a worker after K failed jobs in a row within a short window. When everything
     fails on one machine, the machine (driver, disk, full memory) is the likely culprit, and
     going on would burn through the attempts of the whole queue. Only failures that retrying
-    could fix count; deterministic ones (bad config, NaN loss) would fail anywhere."""
+    could fix count; deterministic ones (bad config, NaN loss) would fail anywhere. But the
+    same deterministic error several jobs in a row (a missing dataset, a full disk) has a
+    cause outside the jobs, and would fail the whole queue one job at a time: that stops the
+    worker too."""
+
+    SAME = 3  # identical deterministic failures in a row that stop the worker
 
     def __init__(self, limit: int, window_s: float) -> None:
         self.limit, self.window_s = limit, window_s
         self.times: deque[float] = deque(maxlen=limit)
+        self.same: deque[str] = deque(maxlen=min(limit, self.SAME))
         self.lock = threading.Lock()
 
     def record(self, outcome: Outcome) -> str | None:
@@ -75,6 +90,14 @@ class FailureBreaker:
         with self.lock:
             if outcome.state == "succeeded":
                 self.times.clear()
+            if outcome.state == "failed" and not outcome.suspect:
+                self.same.append(outcome.note)
+                if len(self.same) == self.same.maxlen and len(set(self.same)) == 1:
+                    return (f"{len(self.same)} jobs in a row failed with the same error "
+                            f"({outcome.note}); every job like them would fail too. Fix the "
+                            "cause, then `kdrun retry` the failed jobs")
+                return None
+            self.same.clear()
             if not outcome.suspect:
                 return None
             self.times.append(time.monotonic())
@@ -93,19 +116,20 @@ def worker_name() -> str:
 def make_slots(opts: WorkerOptions) -> list[Slot]:
     """`slots` per device; the CPU cores are shared out when several processes train."""
     n = len(opts.devices) * opts.slots
-    threads = max(1, (os.cpu_count() or 1) // n) if n > 1 else None
+    threads = cpus_per_job(n) if n > 1 else None  # of the CPUs this process may use
     return [Slot(f"{worker_name()}:{dev.replace(':', '')}#{k}", dev, threads)
             for dev in opts.devices for k in range(opts.slots)]
 
 
 @contextmanager
 def signals_handled(on_signal) -> Iterator[None]:
-    """Route SIGTERM and SIGINT to `on_signal` (only the main thread may install handlers)."""
+    """Route SIGTERM, SIGINT and SIGUSR1 to `on_signal` (only the main thread may install
+    handlers)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     old = {s: signal.signal(s, lambda signum, _frame: on_signal(signum))
-           for s in (signal.SIGTERM, signal.SIGINT)}
+           for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -118,11 +142,13 @@ class Worker:
                  progress: ProgressFn) -> None:
         self.db, self.opts, self.log, self.progress = db, opts, log, progress
         self.settings = WorkerSettings(opts.runs_dir, opts.data_dir, opts.lease_seconds,
-                                       opts.backoff_seconds, opts.loader_workers, opts.download)
-        self.stop = threading.Event()
+                                       opts.backoff_seconds, opts.loader_workers, opts.download,
+                                       tuple(opts.trackers))
+        self.stop = Stop()
         self.lock = threading.Lock()
         self.claimed = 0
         self.breaker = FailureBreaker(opts.max_failures, opts.failure_window_s)
+        self._blocked_seen: tuple[tuple[int, int], ...] = ()  # last blocked jobs reported
         self.summary = Summary(0)
 
     def run(self) -> Summary:
@@ -135,14 +161,30 @@ class Worker:
                 for t in threads:
                     t.join(timeout=0.2)
         self.summary.jobs = self.claimed
+        if self.opts.until_empty and self.summary.stopped_because is None:
+            try:
+                self.summary.stranded = queue.blockers(self.db)
+            except DB_DOWN:
+                pass
         return self.summary
 
     def on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
-        if not self.stop.is_set():
+        # SIGUSR1 is a scheduler's warning, SIGTERM may be its deadline (kdrun.worker.stopping)
+        insists = signum != signal.SIGUSR1
+        if not (insists and self.stop.insisted):
+            cut = ""
+            if insists:
+                self.stop.insisted = True
+                self.stop.cut_within(self.opts.stop_within)
+                if self.opts.stop_within is not None:
+                    cut = f" (or are cut within {self.opts.stop_within:g} s)"
+            first = not self.stop.is_set()
             self.halt(f"{name} received")
-            self.log(f"[yellow]{name}[/]: claiming no more jobs; running jobs finish their "
-                     "epoch, checkpoint and go back to the queue. Send it again to exit now.")
+            if first or cut:
+                self.log(f"[yellow]{name}[/]: claiming no more jobs; running jobs finish their "
+                         f"epoch{cut}, checkpoint and go back to the queue without using an "
+                         "attempt. Send SIGTERM twice to exit now.")
             return
         self.log(f"[red]{name} again[/]: exiting now; the running jobs' leases will expire "
                  "and other workers will resume them")
@@ -171,15 +213,42 @@ class Worker:
 
     def serve(self, slot: Slot) -> None:
         try:
+            idle_since = time.monotonic()
             while not self.stop.is_set() and self._reserve():
-                if not self.serve_one(slot):
+                if self.serve_one(slot):
+                    idle_since = time.monotonic()
+                else:
                     self._unreserve()
                     if self.opts.until_empty and not self._more_to_come():
+                        return
+                    self._note_blocked()
+                    idle = time.monotonic() - idle_since
+                    if self.opts.idle_exit is not None and idle >= self.opts.idle_exit:
+                        self.log(f"{slot.name}: nothing runnable for {idle:.0f} s, leaving "
+                                 "(--idle-exit)")
                         return
                     self.stop.wait(self.opts.poll_seconds)
         except Exception:  # a bug: say so loudly and stop this worker, leases will expire
             self.log(f"[red]internal error[/] in {slot.name}:\n{traceback.format_exc()}")
             self.halt("internal error (see above)", failed_over=True)
+
+    def _note_blocked(self) -> None:
+        """While idle, say once (and again when it changes) which queued jobs wait on failed
+        or cancelled jobs: without that they look merely queued."""
+        try:
+            stuck = queue.blockers(self.db)
+        except DB_DOWN:
+            return
+        key = tuple((b.job_id, len(b.blocked)) for b in stuck)
+        with self.lock:
+            if key == self._blocked_seen:
+                return
+            self._blocked_seen = key
+        if stuck:
+            self.log(f"[yellow]waiting[/]: {sum(len(b.blocked) for b in stuck)} queued job(s) "
+                     "are blocked by failed or cancelled job(s) "
+                     f"{', '.join(str(b.job_id) for b in stuck)} and run only after `kdrun "
+                     "retry` of those (see `kdrun status`)")
 
     def _more_to_come(self) -> bool:
         try:
@@ -201,9 +270,7 @@ class Worker:
         if self.stop.is_set():  # a signal came while we were claiming
             queue.requeue(self.db, claim, "worker stopping")
             return True
-        c = claim.config
-        label = (f"job {claim.job_id}: {c['teacher']['name'] + '->' if c['teacher'] else ''}"
-                 f"{c['student']} {c['method']['name']} seed {c['seed']}")
+        label = f"job {claim.job_id} {claim.label or job_label(claim.config)}"
         self.log(f"[bold]claimed[/] {label} (attempt {claim.attempt}) on {slot.device}")
         try:
             outcome = supervise(self.db, claim, slot, self.settings, self.stop, start,
@@ -216,6 +283,8 @@ class Worker:
         color = {"succeeded": "green", "queued": "yellow", "lost": "yellow"}.get(
             outcome.state, "red")
         self.log(f"[{color}]{outcome.state}[/] {label}: {outcome.note}")
+        with self.lock:
+            self.summary.outcomes[outcome.state] = self.summary.outcomes.get(outcome.state, 0) + 1
         reason = self.breaker.record(outcome)
         if reason:
             self.halt(reason, failed_over=True)

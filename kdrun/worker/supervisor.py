@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,20 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 import kdrun
+from kdrun import checkpoints, headline
 from kdrun.db import queue
-from kdrun.db.engine import Database
+from kdrun.db.engine import Database, default_url, secrets_in
+from kdrun.labels import job_label
+from kdrun.labels import run_dir_name as run_dir_name
+from kdrun.trackers import store as tracker_store
+from kdrun.worker import rundir
+from kdrun.worker.stopping import CHILD_BOOT, cut_due
 
 RENEWALS_PER_LEASE = 4
-LOG = "train.log"  # the training process's output, appended per attempt, in the run directory
+LOG = rundir.LOG  # the training process's output, appended per attempt, in the run directory
 GRACE_S = 10.0  # how long a training process may take to exit after its last message
 DB_DOWN = (OperationalError, InterfaceError)  # the database is unreachable (or failing)
+PERSIST_RETRY_S = 2.0  # between tries of a write while the database is unreachable
 
 # (slot, description or None when the slot goes idle, steps done, steps in the epoch)
 ProgressFn = Callable[[str, str | None, int, int], None]
@@ -54,10 +62,6 @@ class Outcome:
     suspect: bool = False  # a failure that may be this machine's fault (see FailureBreaker)
 
 
-def run_dir_name(job_id: int, config: dict[str, Any]) -> str:
-    return f"{job_id:06d}-{config['student']}-{config['method']['name']}-s{config['seed']}"
-
-
 def cuda_visible(index: int) -> str:
     """The CUDA_VISIBLE_DEVICES value that pins a process to the GPU this process calls
     `index` (a scheduler may already have narrowed our own view)."""
@@ -67,8 +71,11 @@ def cuda_visible(index: int) -> str:
 
 
 def child_env(device: str) -> dict[str, str]:
-    # The training process never uses the database, so it does not get its URL (or password).
-    env = {k: v for k, v in os.environ.items() if k != "KDRUN_DB"}
+    # The training process never uses the database, so it gets neither its URL nor any
+    # password (PGPASSWORD, or a variable holding the URL's secrets).
+    hidden = secrets_in(default_url())
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KDRUN_DB", "PGPASSWORD") and not any(h in v for h in hidden)}
     env["CUDA_VISIBLE_DEVICES"] = cuda_visible(int(device.split(":")[1])) if device != "cpu" else ""
     env["PYTHONUNBUFFERED"] = "1"
     # Run exactly this kdrun, even from a source checkout that is not installed.
@@ -96,7 +103,7 @@ class TrainingProcess:
     def __init__(self, job: dict[str, Any], env: dict[str, str], log_path: Path) -> None:
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kdrun.worker.child"], stdin=subprocess.PIPE,
+                [sys.executable, "-c", CHILD_BOOT], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=log, env=env, text=True, bufsize=1,
                 start_new_session=True)
         self.messages: queue_mod.Queue[dict[str, Any]] = queue_mod.Queue()
@@ -191,6 +198,18 @@ class Lease:
             raise queue.LeaseLost(f"job {self.claim.job_id}: no heartbeat got through for "
                                   f"{self.seconds:g} s")
 
+    def persist(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one fenced write, retrying while the database is unreachable until our own
+        lease clock runs out (LeaseLost): a brief outage never strands the job `running`."""
+        while True:
+            try:
+                return write(*args, **kwargs)
+            except DB_DOWN as e:
+                self.log(f"[yellow]database unavailable[/] for job {self.claim.job_id}, "
+                         f"retrying: {_first_line(str(e.orig or e))}")
+                self.check()
+                time.sleep(min(PERSIST_RETRY_S, max(0.0, self.valid_until - time.monotonic())))
+
     def wait_s(self) -> float:
         return max(0.0, min(self.next_renewal, self.valid_until) - time.monotonic())
 
@@ -203,8 +222,9 @@ class WorkerSettings:
     data_dir: Path
     lease_seconds: float
     backoff_seconds: float
-    loader_workers: int = 0
+    loader_workers: int | None = None  # None: sized per job from its CPUs
     download: bool = False
+    trackers: tuple[str, ...] = ()  # --tracker: logged for every job, besides the grid's
 
 
 def _first_line(text: str) -> str:
@@ -229,24 +249,39 @@ def supervise(db: Database, claim: queue.Claim, slot: Slot, ws: WorkerSettings,
     was taken away (expired and reclaimed, or cancelled); nothing more is written then."""
     name = claim.run_dir or run_dir_name(claim.job_id, claim.config)
     run_dir = ws.runs_dir / name
-    run_dir.mkdir(parents=True, exist_ok=True)
     lease = Lease(db, claim, ws.lease_seconds, lease_start, log)
-    queue.set_run_dir(db, claim, name)
-    with open(run_dir / LOG, "a") as f:
-        f.write(f"--- job {claim.job_id} attempt {claim.attempt} on {slot.name}\n")
-    job = {"job_id": claim.job_id, "config": claim.config, "run_dir": name,
-           "runs_dir": str(ws.runs_dir.resolve()), "data_dir": str(ws.data_dir.resolve()),
-           "device": "cpu" if slot.device == "cpu" else "cuda:0", "threads": slot.threads,
-           "teacher_checkpoint": claim.teacher_checkpoint,
-           "loader_workers": ws.loader_workers, "download": ws.download}
-    proc = TrainingProcess(job, child_env(slot.device), run_dir / LOG)
+    try:  # a full disk or a bad runs directory fails this attempt, not the worker
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lease.persist(queue.set_run_dir, db, claim, name)
+        label = claim.label or job_label(claim.config)
+        rundir.write_job(run_dir, claim.job_id, label, claim.config)
+        rundir.log(run_dir, f"job {claim.job_id} {label}: attempt {claim.attempt} on {slot.name}")
+        job = {"job_id": claim.job_id, "label": label, "config": claim.config, "run_dir": name,
+               "runs_dir": str(ws.runs_dir.resolve()), "data_dir": str(ws.data_dir.resolve()),
+               "device": "cpu" if slot.device == "cpu" else "cuda:0", "threads": slot.threads,
+               "teacher_checkpoint": claim.teacher_checkpoint,
+               "teacher_sha256": claim.teacher_sha256, "attempt": claim.token[:12],
+               "checkpoints": claim.checkpoints,
+               "loader_workers": ws.loader_workers, "download": ws.download,
+               **tracker_store.for_child(db, claim.job_id, claim.config, ws.trackers)}
+        proc = TrainingProcess(job, child_env(slot.device), run_dir / LOG)
+    except OSError as e:
+        error = f"{headline.os_error(e)}\n{traceback.format_exc()}"
+        state = queue.fail(db, claim, error, retry=True, backoff_s=ws.backoff_seconds)
+        again = " (will be retried)" if state == "queued" else ""
+        return Outcome(state, _first_line(error) + again, suspect=True)
     outcome = None
     try:
         while outcome is None:
             if stop.is_set():
                 proc.request_stop()
+                if cut_due(stop):  # its epoch would outlast the scheduler's patience
+                    proc.kill()
+                    return _handle(db, claim, {"type": "interrupted", "reason": "stopped "
+                                               "mid-epoch (cut at the stop deadline)"},
+                                   proc, lease, ws, run_dir, slot, progress)
             lease.keep()
-            msg = proc.next(timeout=lease.wait_s())
+            msg = proc.next(timeout=min(lease.wait_s(), 1.0))  # 1 s: see a stop signal soon
             if msg is not None:
                 outcome = _handle(db, claim, msg, proc, lease, ws, run_dir, slot, progress)
         return outcome
@@ -265,21 +300,39 @@ def _handle(db: Database, claim: queue.Claim, msg: dict[str, Any], proc: Trainin
         progress(slot.name, f"job {claim.job_id} epoch {msg['epoch']}/{epochs}",
                  msg["done"], msg["total"])
     elif kind == "started":
-        queue.set_provenance(db, claim, msg["provenance"])
+        lease.persist(queue.set_provenance, db, claim, msg["provenance"])
     elif kind == "epoch":
-        queue.record_epoch(db, claim, msg["row"], msg["progress"])
-        lease.check()  # frozen since that write? then the checkpoint is no longer ours
-        proc.ack()  # the training process now checkpoints the epoch
+        # The epoch and its checkpoint file, in one fenced write: a worker that lost its lease
+        # records nothing, so its file is never the one a resume loads (kdrun.checkpoints).
+        dropped = lease.persist(queue.record_epoch, db, claim, msg["row"], msg["progress"],
+                                msg.get("checkpoint"))
+        lease.check()  # frozen since that write? then stop before anything more
+        proc.ack()
+        checkpoints.discard(ws.runs_dir, dropped)
+    elif kind == "tracker":  # a TensorBoard / W&B run started: keep its id for resuming
+        tracker_store.record(db, claim, msg["run"])
+    elif kind == "notice":
+        queue.checkpoint_notice(db, claim, msg["text"], msg["bad"])
+        checkpoints.discard(ws.runs_dir, msg["bad"])
     elif kind == "succeeded":
-        queue.succeed(db, claim, msg["result"], msg["teacher"])
+        kept = lease.persist(queue.succeed, db, claim, msg["result"], msg["teacher"])
+        checkpoints.settle(ws.runs_dir, run_dir, msg["result"]["checkpoint"], kept)
+        rundir.log(run_dir, f"succeeded: best top-1 {msg['result']['best_top1']:.2f}")
         return Outcome("succeeded", f"best top-1 {msg['result']['best_top1']:.2f}")
     elif kind == "interrupted":
-        queue.requeue(db, claim, msg["reason"])
+        if lease.persist(queue.requeue, db, claim, msg["reason"]) == "failed":
+            return Outcome("failed", f"{msg['reason']}; handed back more than "
+                                     f"{queue.MAX_HANDBACKS} times, failed")
+        rundir.log(run_dir, f"interrupted: {msg['reason']}; back in the queue")
         return Outcome("queued", f"{msg['reason']}; back in the queue, attempt not counted")
     elif kind in ("failed", "exited"):
         retry = msg.get("retry", True)
         error = msg["error"] if kind == "failed" else _died(msg["code"], run_dir / LOG)
-        state = queue.fail(db, claim, error, retry=retry, backoff_s=ws.backoff_seconds)
+        state = lease.persist(queue.fail, db, claim, error, retry=retry,
+                              backoff_s=ws.backoff_seconds)
+        rundir.log(run_dir, f"attempt {claim.attempt} failed"
+                   + (" (will be retried)" if state == "queued" else "")
+                   + f": {error if kind == 'failed' else _first_line(error)}")
         again = " (will be retried)" if state == "queued" else ""
         return Outcome(state, _first_line(error) + again, suspect=retry)
     return None

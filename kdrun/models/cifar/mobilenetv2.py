@@ -2,7 +2,8 @@
 
 The KD-literature variant: expansion T=6, stride-2 3x3 stem (32 -> 16), the standard
 (t, c, n, s) table with strides 1,1,2,2,1,2,1 (so 16 -> 2 spatially), a 1x1 conv to 1280
-channels (not scaled for width < 1), 2x2 average pool and ``classifier.0`` Linear.
+channels (not scaled for width < 1), global average pool (2x2 at 32x32) and ``classifier.0``
+Linear.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdrun.models.base import Features, ZooModel, features
+from kdrun.models.base import Features, GlobalAvgPool, ZooModel, features
 from kdrun.models.registry import register
 
 # t (expansion; None = the model's T), c (channels at width 1), n (blocks), s (first stride)
@@ -74,7 +75,7 @@ class MobileNetV2(ZooModel):
         last = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = conv_bn(cin, last, 1, 1)
         self.classifier = nn.Sequential(nn.Linear(last, num_classes))
-        self.avgpool = nn.AvgPool2d(input_size // 16, ceil_mode=True)
+        self.avgpool = GlobalAvgPool()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 n_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels

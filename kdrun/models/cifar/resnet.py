@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kdrun.models.base import Features, ZooModel, features
+from kdrun.models.base import Features, GlobalAvgPool, ZooModel, features
 from kdrun.models.registry import register
 
 
@@ -117,7 +117,7 @@ class CifarResNet(ZooModel):
         self.layer1 = self._make_layer(block, widths[1], n)
         self.layer2 = self._make_layer(block, widths[2], n, stride=2)
         self.layer3 = self._make_layer(block, widths[3], n, stride=2)
-        self.avgpool = nn.AvgPool2d(8)
+        self.avgpool = GlobalAvgPool()
         self.fc = nn.Linear(widths[3] * block.expansion, num_classes)
         init_weights(self)
 

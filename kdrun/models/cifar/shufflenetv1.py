@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kdrun.models.base import Features, ZooModel, features
+from kdrun.models.base import Features, ZooModel, features, global_avg_pool
 from kdrun.models.cifar.resnet import run_stage_preact
 from kdrun.models.cifar.shuffle import ShuffleBlock
 from kdrun.models.registry import register
@@ -75,7 +75,7 @@ class ShuffleNetV1(ZooModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.linear(torch.flatten(F.avg_pool2d(x, 4), 1))
+        return self.linear(torch.flatten(global_avg_pool(x), 1))
 
     def forward_features(self, x: torch.Tensor) -> Features:
         stem = x = F.relu(self.bn1(self.conv1(x)))
@@ -84,7 +84,7 @@ class ShuffleNetV1(ZooModel):
             x, pre = run_stage_preact(stage, x)
             stages.append(x)
             preacts.append(pre)
-        pooled = torch.flatten(F.avg_pool2d(x, 4), 1)
+        pooled = torch.flatten(global_avg_pool(x), 1)
         return features(stages, pooled, self.linear(pooled), preact_stages=preacts, stem=stem)
 
 

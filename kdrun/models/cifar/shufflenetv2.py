@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kdrun.models.base import Features, ZooModel, features
+from kdrun.models.base import Features, ZooModel, features, global_avg_pool
 from kdrun.models.cifar.shuffle import ShuffleBlock
 from kdrun.models.registry import register
 
@@ -91,7 +91,7 @@ class ShuffleNetV2(ZooModel):
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn2(self.conv2(x)))
-        return torch.flatten(F.avg_pool2d(x, 4), 1)
+        return torch.flatten(global_avg_pool(x), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kdrun.models.base import Features, ZooModel, features
+from kdrun.models.base import Features, ZooModel, features, global_avg_pool
 from kdrun.models.registry import register
 
 
@@ -88,7 +88,7 @@ class WideResNet(ZooModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
-        x = F.avg_pool2d(self.relu(self.bn1(x)), 8)
+        x = global_avg_pool(self.relu(self.bn1(x)))
         return self.fc(torch.flatten(x, 1))
 
     def forward_features(self, x: torch.Tensor) -> Features:
@@ -99,7 +99,7 @@ class WideResNet(ZooModel):
         f2, pre1 = self.block2.forward_bn(f1)
         f3, pre2 = self.block3.forward_bn(f2)
         pre3 = self.bn1(f3)
-        pooled = torch.flatten(F.avg_pool2d(F.relu(pre3), 8), 1)
+        pooled = torch.flatten(global_avg_pool(F.relu(pre3)), 1)
         return features(
             [f1, f2, f3], pooled, self.fc(pooled), preact_stages=[pre1, pre2, pre3], stem=stem
         )

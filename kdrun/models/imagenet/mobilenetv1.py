@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kdrun.models.base import Features, ZooModel, features
+from kdrun.models.base import Features, GlobalAvgPool, ZooModel, features
 from kdrun.models.registry import register
 
 # (in, out, stride) of the depthwise-separable blocks
@@ -44,7 +44,7 @@ class MobileNetV1(ZooModel):
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.model = nn.Sequential(
-            conv_bn(3, 32, 2), *[conv_dw(i, o, s) for i, o, s in DW_CFG], nn.AvgPool2d(7)
+            conv_bn(3, 32, 2), *[conv_dw(i, o, s) for i, o, s in DW_CFG], GlobalAvgPool()
         )
         self.fc = nn.Linear(1024, num_classes)
 
