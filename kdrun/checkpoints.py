@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdrun import headline
 from kdrun.errors import UserError
 from kdrun.headline import disk_full, enospc
 
@@ -265,7 +266,7 @@ def load(path: str | Path) -> Any:
                             "weights-only loading does not allow (code, not data)") from None
         raise UserError(f"checkpoint {path} is corrupt or not a checkpoint: {reason}") from None
     except Exception as e:  # zip/pickle internals: RuntimeError, EOFError, IndexError, ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = headline.reason(e)
         raise UserError(f"checkpoint {path} is corrupt or truncated: {msg}") from None
 
 

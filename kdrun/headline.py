@@ -33,13 +33,26 @@ def root_os_error(e: BaseException) -> OSError | None:
     return found
 
 
+def first_line(text: str | None) -> str:
+    """The first non-empty line of a message or a stored error ("" when there is none)."""
+    for row in (text or "").splitlines():
+        if row.strip():
+            return row.strip()
+    return ""
+
+
+def reason(e: BaseException) -> str:
+    """The first line of an exception's message (a database error's own, not SQLAlchemy's
+    wrapper), or its type when it has none: for messages that quote the reason."""
+    return first_line(str(getattr(e, "orig", None) or e)) or type(e).__name__
+
+
 def line(e: BaseException) -> str:
     """One line naming the cause of `e`."""
     root = root_os_error(e)
     if root is not None:
         return os_error(root)
-    text = str(e).strip()
-    first = text.splitlines()[0] if text else ""
+    first = first_line(str(e))
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 

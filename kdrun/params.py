@@ -8,6 +8,7 @@ typo or a wrong type fails with the key path and the valid choices instead of de
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -19,8 +20,15 @@ T = TypeVar("T")
 
 
 def field_types(cls: type) -> dict[str, Any]:
+    """Each field's resolved type (a fresh dict: callers may change it)."""
+    return dict(_field_types(cls))
+
+
+@functools.cache
+def _field_types(cls: type) -> tuple[tuple[str, Any], ...]:
+    # Resolving string annotations is slow and a grid builds every job's params with it.
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
 
 
 def is_list_type(tp: Any) -> bool:

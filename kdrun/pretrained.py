@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kdrun import checkpoints
+from kdrun import checkpoints, headline
 from kdrun.errors import UserError
 
 # kdrun ImageNet zoo name -> torchvision builder (same module layout, loaded strictly)
@@ -107,7 +107,7 @@ def fetch(info: dict[str, Any], progress: bool = True) -> Path:
         torch.hub.download_url_to_file(info["url"], str(p), hash_prefix=info["hash_prefix"],
                                        progress=progress)
     except Exception as e:  # network, disk or hash: say what to do instead
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = headline.reason(e)
         raise UserError(f"downloading {info['url']} failed ({reason}); "
                         + missing_message(info).split(": ", 1)[1]) from None
     return p

@@ -27,6 +27,7 @@ from kdrun.db.models import CheckpointFile
 from tests.helpers import cli
 from tests.test_worker import (
     WORKER,
+    _no_worker_outlives_its_test,  # noqa: F401  (autouse: no worker outlives a test)
     _started,
     alive,
     children,

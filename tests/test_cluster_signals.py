@@ -20,7 +20,7 @@ from kdrun.db.engine import Database
 from kdrun.db.models import Attempt, Job
 from kdrun.worker import WorkerOptions, work
 from tests.test_worker import (
-    _started,
+    _no_worker_outlives_its_test,  # noqa: F401  (autouse: no worker outlives a test)
     alive,
     children,
     epoch_rows,
@@ -35,16 +35,6 @@ from tests.test_worker import (
 )
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses POSIX signals and /proc")
-
-
-@pytest.fixture(autouse=True)
-def _no_worker_outlives_its_test():
-    yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def attempt_errors(db: Database) -> list[str | None]:

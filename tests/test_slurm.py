@@ -26,7 +26,6 @@ from kdrun.db.models import Job, Pilot
 from kdrun.grid import expand
 from tests.helpers import cli, tiny_grid
 from tests.test_worker import (
-    _started,
     children,
     epoch_rows,
     finish,
@@ -34,6 +33,7 @@ from tests.test_worker import (
     outcomes,
     result,
     start_worker,
+    stop_started,
     wait_for,
 )
 
@@ -59,11 +59,7 @@ TIMEOUT = 300
 @pytest.fixture(autouse=True)
 def _nothing_outlives_its_test(tmp_path):
     yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    stop_started()
     db = tmp_path / "kdrun.db"
     if db.exists():  # cancel any pilot a failed test left behind
         ids = [r.slurm_id for r in _pilots(Database(f"sqlite:///{db}"))]

@@ -71,14 +71,19 @@ def new_queue(url: str, max_attempts: int = 3, **recipe: Any) -> Database:
 _started: list[subprocess.Popen] = []
 
 
+def stop_started() -> None:
+    """Kill the workers a test started and left running (a failed test): trainers follow."""
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.fixture(autouse=True)
 def _no_worker_outlives_its_test():
     yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:  # a failed test left it running: its trainers follow it
-            proc.kill()
-            proc.communicate()
+    stop_started()
 
 
 def start_worker(url: str, runs: Path, **opts: Any) -> subprocess.Popen:

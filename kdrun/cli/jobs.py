@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
 from kdrun import grid as grid_mod
 from kdrun.cli import planview
@@ -23,6 +25,7 @@ from kdrun.db.clock import db_now
 from kdrun.db.engine import Database
 from kdrun.db.models import JOB_STATES, Job
 from kdrun.errors import UserError
+from kdrun.headline import first_line
 from kdrun.labels import job_label
 from kdrun.params import flatten
 from kdrun.teachers import registry_lookup
@@ -111,15 +114,9 @@ JSON_COLUMNS = [getattr(Job, c) for c in (
     "max_attempts", "epoch", "worker", "error", "progress", "run_dir", "config", "notice")]
 
 
-def _snapshot(db: Database, grid: str | None) -> tuple[float, list[Job]]:
-    """The database clock and the jobs, in one read (which never blocks workers)."""
-    with db.read() as s:
-        now = s.execute(select(db_now())).scalar_one()
-        # Columns, not ORM objects: rows read like a Job at a fraction of the cost.
-        q = select(*JSON_COLUMNS).order_by(Job.id)
-        if grid:
-            q = q.where(Job.grid == grid)
-        return now, list(s.execute(q))
+def _state_counts(s: Session, where: list[Any]) -> dict[str, int]:
+    return dict(s.execute(select(Job.state, func.count()).where(*where)
+                          .group_by(Job.state)).all())
 
 
 def _counts_and_notable(db: Database, grid: str | None) -> tuple[float, dict[str, int], list[Job]]:
@@ -128,8 +125,7 @@ def _counts_and_notable(db: Database, grid: str | None) -> tuple[float, dict[str
     with db.read() as s:
         now = s.execute(select(db_now())).scalar_one()
         where = [Job.grid == grid] if grid else []
-        counts = dict(s.execute(select(Job.state, func.count()).where(*where)
-                                .group_by(Job.state)).all())
+        counts = _state_counts(s, where)
         q = select(Job).where(*where, or_(Job.state.in_(("running", "failed")),
                                           Job.notice.is_not(None))).order_by(Job.id)
         return now, counts, list(s.execute(q).scalars())
@@ -222,7 +218,7 @@ def render(db: Database, grid: str | None, failed_rows: int | None = None,
             t.add_column(col, overflow="fold")
         for j in shown:
             t.add_row(str(j.id), _label(j), f"{j.attempts}/{j.max_attempts}",
-                      queue.headline(j.error))
+                      first_line(j.error))
         parts.append(t)
     noticed = [j for j in jobs if j.notice]  # e.g. a damaged checkpoint skipped on resume
     if noticed:
@@ -235,35 +231,45 @@ def render(db: Database, grid: str | None, failed_rows: int | None = None,
     return Group(*parts)
 
 
-def status_json(db: Database, grid: str | None) -> dict[str, Any]:
-    _, jobs = _snapshot(db, grid)
+def _json_counts(db: Database, grid: str | None) -> tuple[dict[str, int], dict[int, Any]]:
+    """Jobs per state (counted in SQL) with `blocked`, and each blocked job's blocker."""
     by_job = {i: b for b in queue.blockers(db, grid) for i in b.blocked}
-    counts = {state: sum(j.state == state for j in jobs) for state in JOB_STATES}
-    counts["blocked"] = len(by_job)  # queued jobs that wait on a failed or cancelled job
-    return {"database": db.display_url, "counts": counts,
-            "jobs": [_job_json(j, by_job.get(j.id)) for j in jobs]}
-
-
-def print_status_json(db: Database, grid: str | None, chunk: int = 2000) -> None:
-    """`status_json(db, grid)` as a document, streamed: counts in SQL, then the jobs a chunk
-    at a time (100k jobs never sit in memory at once), one job per line."""
-    by_job = {i: b for b in queue.blockers(db, grid) for i in b.blocked}
-    _, per_state, _ = _counts_and_notable(db, grid)
+    with db.read() as s:
+        per_state = _state_counts(s, [Job.grid == grid] if grid else [])
     counts = {state: per_state.get(state, 0) for state in JOB_STATES}
-    counts["blocked"] = len(by_job)
+    counts["blocked"] = len(by_job)  # queued jobs that wait on a failed or cancelled job
+    return counts, by_job
+
+
+def _json_jobs(db: Database, grid: str | None, by_job: dict[int, Any],
+               chunk: int = 2000) -> Iterator[list[dict[str, Any]]]:
+    """The jobs' JSON objects a chunk at a time (100k jobs never sit in memory at once)."""
+    with db.read() as s:
+        # Columns, not ORM objects: rows read like a Job at a fraction of the cost.
+        q = select(*JSON_COLUMNS).where(*([Job.grid == grid] if grid else [])).order_by(Job.id)
+        for part in s.execute(q.execution_options(yield_per=chunk)).partitions():
+            yield [_job_json(j, by_job.get(j.id)) for j in part]
+
+
+def status_json(db: Database, grid: str | None) -> dict[str, Any]:
+    counts, by_job = _json_counts(db, grid)
+    return {"database": db.display_url, "counts": counts,
+            "jobs": [j for part in _json_jobs(db, grid, by_job) for j in part]}
+
+
+def print_status_json(db: Database, grid: str | None) -> None:
+    """`status_json(db, grid)` as a document, streamed one job per line."""
+    counts, by_job = _json_counts(db, grid)
     head = json.dumps({"database": db.display_url, "counts": counts}, indent=2)
     out = sys.stdout
     out.write(head[:-2] + ',\n  "jobs": [')
     first = True
-    with db.read() as s:
-        q = select(*JSON_COLUMNS).where(*([Job.grid == grid] if grid else [])).order_by(Job.id)
-        for part in s.execute(q.execution_options(yield_per=chunk)).partitions():
-            # One compact object per line: json's C encoder (indent= falls back to Python,
-            # ten times slower on 100k jobs), and still greppable.
-            text = ",".join("\n    " + json.dumps(_job_json(j, by_job.get(j.id)))
-                            for j in part)
-            out.write(text if first else "," + text)
-            first = False
+    for part in _json_jobs(db, grid, by_job):
+        # One compact object per line: json's C encoder (indent= falls back to Python,
+        # ten times slower on 100k jobs), and still greppable.
+        text = ",".join("\n    " + json.dumps(j) for j in part)
+        out.write(text if first else "," + text)
+        first = False
     out.write("\n  ]\n}\n" if not first else "]\n}\n")
     out.flush()
 

@@ -20,6 +20,7 @@ from kdrun.db import queue
 from kdrun.db.engine import Database
 from kdrun.db.models import Attempt, EpochMetric, Job, Result
 from kdrun.errors import UserError
+from kdrun.headline import first_line
 from kdrun.labels import job_label
 
 LOG = "train.log"  # as kdrun.worker.rundir writes it (not imported: no worker imports here)
@@ -116,7 +117,7 @@ def show_text(db: Database, job_id: int, runs_dir: Path) -> list[Any]:
             t.add_column(col, overflow="fold")
         for a in attempts:
             t.add_row(str(a.number), a.worker, _when(a.started_at), _when(a.ended_at),
-                      a.outcome or "running", escape(queue.headline(a.error)))
+                      a.outcome or "running", escape(first_line(a.error)))
         out.append(t)
     for a in attempts:
         if a.error and "\n" in a.error.strip():

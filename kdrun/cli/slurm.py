@@ -132,11 +132,14 @@ def status(
     console.print(table)
 
 
-def _live(ctx: typer.Context, array: str | None) -> tuple[Database, list[pilots.PilotRow]]:
+def _live(ctx: typer.Context, array: str | None) -> tuple[Database, list[str], list[str]]:
+    """The live pilots (of one submission): Slurm ids of those running and those waiting."""
     db = ctx.obj.open()
     commands.require("scancel")
     rows = [r for r in pilots.listing(db, live_only=True) if array in (None, r.array_id)]
-    return db, rows
+    running = [r.slurm_id for r in rows if r.state != "submitted"]
+    waiting = [r.slurm_id for r in rows if r.state == "submitted"]
+    return db, running, waiting
 
 
 @slurm_app.command("drain")
@@ -144,9 +147,7 @@ def drain(ctx: typer.Context,
           array: str = typer.Option(None, "--array", help="Only this submission's pilots")
           ) -> None:
     """Pilots finish their epoch, hand their jobs back and exit; waiting pilots are withdrawn."""
-    db, rows = _live(ctx, array)
-    running = [r.slurm_id for r in rows if r.state != "submitted"]
-    waiting = [r.slurm_id for r in rows if r.state == "submitted"]
+    db, running, waiting = _live(ctx, array)
     if running:
         pilots.mark(db, running, "draining")
         commands.signal_batch(running, "USR1")
@@ -161,9 +162,7 @@ def cancel(ctx: typer.Context,
            array: str = typer.Option(None, "--array", help="Only this submission's pilots")
            ) -> None:
     """scancel the pilots: their workers hand the running jobs back (Slurm's SIGTERM)."""
-    db, rows = _live(ctx, array)
-    running = [r.slurm_id for r in rows if r.state != "submitted"]
-    waiting = [r.slurm_id for r in rows if r.state == "submitted"]
+    db, running, waiting = _live(ctx, array)
     commands.cancel(running + waiting)
     if waiting:
         pilots.mark(db, waiting, "exited", "cancelled before it started")

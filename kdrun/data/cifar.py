@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kdrun import headline
 from kdrun.data.images import cifar_images
 from kdrun.data.registry import Splits, register
 from kdrun.data.split import stratified_split
@@ -88,7 +89,7 @@ def _download(data_dir: Path) -> None:
     try:
         CIFAR100(str(data_dir), train=True, download=True)
     except Exception as e:  # network, disk or checksum failure: say what to do instead
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = headline.reason(e)
         raise UserError(f"downloading CIFAR-100 into {data_dir} failed ({reason}); put "
                         f"{FOLDER}/{{train,test,meta}} from {URL} there by hand") from None
 

@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 
+from kdrun import headline
 from kdrun.data.files import FileImages
 from kdrun.data.registry import Splits, register
 from kdrun.errors import UserError
@@ -75,7 +76,7 @@ def _download(data_dir: Path) -> None:
     try:
         download_and_extract_archive(URL, str(data_dir))
     except Exception as e:  # network, disk or archive failure: say what to do instead
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = headline.reason(e)
         raise UserError(f"downloading Tiny-ImageNet into {data_dir} failed ({reason}); put "
                         f"{LAYOUT} from {URL} there by hand") from None
 

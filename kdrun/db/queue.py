@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, aliased
 from kdrun.db.clock import db_now
 from kdrun.db.engine import Database, retrying
 from kdrun.db.models import Attempt, CheckpointFile, EpochMetric, Job, Result, Teacher
+from kdrun.headline import first_line
 from kdrun.spec import JobSpec
 
 KEEP_CHECKPOINTS = 2  # epoch checkpoint records per job (kdrun.checkpoints.KEEP)
@@ -403,13 +404,6 @@ def blockers(db: Database, grid: str | None = None) -> list[Blocker]:
             return []
         rows = s.execute(select(Job.id, Job.label, Job.config, Job.state, Job.error)
                          .where(Job.id.in_(list(waiting))).order_by(Job.id)).all()
-    return [Blocker(i, label or job_label(config), state, headline(error) or state,
+    return [Blocker(i, label or job_label(config), state, first_line(error) or state,
                     sorted(waiting[i])) for i, label, config, state, error in rows]
 
-
-def headline(error: str | None) -> str:
-    """The first non-empty line of a stored error (its cause)."""
-    for line in (error or "").splitlines():
-        if line.strip():
-            return line.strip()
-    return ""

@@ -199,9 +199,8 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
     step = Step(student, teacher_logits, method, opt, speed, recipe.batch_size)
 
     state = {"epoch": 0, "history": [], "train_time": 0.0, "images": 0}
-    found = resume_point(run, hooks)
-    if found is not None:  # resume: everything continues exactly where the last epoch ended
-        ck = found
+    ck = resume_point(run, hooks)
+    if ck is not None:  # resume: everything continues exactly where the last epoch ended
         student.load_state_dict(ck["model"])
         method.load_state_dict(ck.get("method", {}))
         opt.load_state_dict(ck["optimizer"])

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdrun import headline
 from kdrun.db import queue
 from kdrun.db.engine import Database
 from kdrun.labels import job_label
@@ -263,7 +264,7 @@ class Worker:
             claim = queue.claim(self.db, slot.name, self.opts.lease_seconds,
                                 self.opts.backoff_seconds)
         except DB_DOWN as e:
-            self.log(f"[yellow]database unavailable[/], retrying: {_reason(e)}")
+            self.log(f"[yellow]database unavailable[/], retrying: {headline.reason(e)}")
             return False
         if claim is None:
             return False
@@ -279,7 +280,7 @@ class Worker:
             outcome = Outcome("lost", f"lease lost, training stopped, nothing recorded: {e}")
         except DB_DOWN as e:
             outcome = Outcome("lost", f"database error, training stopped; the job will be "
-                                      f"reclaimed when its lease expires: {_reason(e)}")
+                                      f"reclaimed when its lease expires: {headline.reason(e)}")
         color = {"succeeded": "green", "queued": "yellow", "lost": "yellow"}.get(
             outcome.state, "red")
         self.log(f"[{color}]{outcome.state}[/] {label}: {outcome.note}")
@@ -290,10 +291,6 @@ class Worker:
             self.halt(reason, failed_over=True)
         return True
 
-
-def _reason(e: Exception) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def work(db: Database, opts: WorkerOptions, log: LogFn = print,

@@ -188,7 +188,7 @@ class Lease:
                 self.next_renewal = now + self.seconds / RENEWALS_PER_LEASE
             except DB_DOWN as e:
                 self.log(f"[yellow]heartbeat failed[/] for job {self.claim.job_id}, retrying: "
-                         f"{_first_line(str(e.orig or e))}")
+                         f"{headline.reason(e)}")
                 self.next_renewal = now + self.seconds / (2 * RENEWALS_PER_LEASE)
         self.check()
 
@@ -206,7 +206,7 @@ class Lease:
                 return write(*args, **kwargs)
             except DB_DOWN as e:
                 self.log(f"[yellow]database unavailable[/] for job {self.claim.job_id}, "
-                         f"retrying: {_first_line(str(e.orig or e))}")
+                         f"retrying: {headline.reason(e)}")
                 self.check()
                 time.sleep(min(PERSIST_RETRY_S, max(0.0, self.valid_until - time.monotonic())))
 
@@ -225,10 +225,6 @@ class WorkerSettings:
     loader_workers: int | None = None  # None: sized per job from its CPUs
     download: bool = False
     trackers: tuple[str, ...] = ()  # --tracker: logged for every job, besides the grid's
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def _died(code: int, log_path: Path) -> str:
@@ -269,7 +265,7 @@ def supervise(db: Database, claim: queue.Claim, slot: Slot, ws: WorkerSettings,
         error = f"{headline.os_error(e)}\n{traceback.format_exc()}"
         state = queue.fail(db, claim, error, retry=True, backoff_s=ws.backoff_seconds)
         again = " (will be retried)" if state == "queued" else ""
-        return Outcome(state, _first_line(error) + again, suspect=True)
+        return Outcome(state, headline.first_line(error) + again, suspect=True)
     outcome = None
     try:
         while outcome is None:
@@ -330,9 +326,8 @@ def _handle(db: Database, claim: queue.Claim, msg: dict[str, Any], proc: Trainin
         error = msg["error"] if kind == "failed" else _died(msg["code"], run_dir / LOG)
         state = lease.persist(queue.fail, db, claim, error, retry=retry,
                               backoff_s=ws.backoff_seconds)
-        rundir.log(run_dir, f"attempt {claim.attempt} failed"
-                   + (" (will be retried)" if state == "queued" else "")
-                   + f": {error if kind == 'failed' else _first_line(error)}")
         again = " (will be retried)" if state == "queued" else ""
-        return Outcome(state, _first_line(error) + again, suspect=retry)
+        rundir.log(run_dir, f"attempt {claim.attempt} failed{again}: "
+                   f"{error if kind == 'failed' else headline.first_line(error)}")
+        return Outcome(state, headline.first_line(error) + again, suspect=retry)
     return None
