@@ -29,8 +29,8 @@ The three tables are the ones `kdrun export` writes (the same functions), joined
   agreement on the test set), `checkpoint`, `sha256` (final weights), `switches.*` (how it
   ran: `switches.device`, `switches.amp`, `switches.compile`, `switches.teacher`, ...).
 - `epochs()`: `job_id`, `epoch` (1-based), `lr`, `train_loss`, `train_top1`, `test_top1`,
-  `test_top5`, `val_top1` (None without a held-out split), `epoch_time_s`, `images_per_s`,
-  and one `loss.<component>` column per loss term (`loss.ce`, `loss.kd`, ...).
+  `test_top5`, `val_top1` (NaN without a held-out split), `epoch_time_s`, `images_per_s`,
+  and one `loss.<component>` column per loss term, sorted by name (`loss.ce`, `loss.kd`).
 - `tracker_runs()`: `job_id`, `tracker`, `run_id`, `name`, `project`, `url`, `path`,
   `created_at`, `updated_at` (kdrun.trackers).
 - `table(name)`: the report table's long form, one row per cell with full-precision numbers;

@@ -23,9 +23,9 @@ from kdrun.overrides import apply as apply_overrides
 from kdrun.overrides import parse as parse_overrides
 from kdrun.params import as_dict, build, field_types, is_list_type
 from kdrun.recipe import Recipe, default_milestones
-from kdrun.spec import JobSpec
+from kdrun.spec import JobSpec, shared_parts
 
-# The registries import torch: loaded when a grid is expanded, not when the CLI starts.
+# The registries (torch-free: names, configs, hyperparameters) load when a grid is expanded.
 data, methods, models = lazy("kdrun.data"), lazy("kdrun.methods"), lazy("kdrun.models")
 
 GRID_KEYS = ("name", "dataset", "recipe", "teachers", "pairs", "methods", "seeds")
@@ -133,11 +133,11 @@ def _method_entries(spec: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
 def _sweep_method(name: str, hp: dict[str, Any]) -> list[dict[str, Any]]:
     parts = name.split("+")
     if len(parts) == 1:
-        return sweep(hp, field_types(methods.get(name).Params))
+        return sweep(hp, field_types(methods.spec(name).Params))
     # Composed method: hyperparameters per part, each part swept independently.
     per_part = {}
     for part, values in hp.items():
-        types = field_types(methods.get(part).Params) if part in methods.available() else {}
+        types = field_types(methods.spec(part).Params) if part in methods.available() else {}
         per_part[part] = sweep(values, types) if isinstance(values, dict) else [values]
     keys = list(per_part)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*per_part.values())]
@@ -157,6 +157,12 @@ def expand(
     default_name: str = "grid",
     teacher_lookup: TeacherLookup | None = None,
 ) -> tuple[str, list[JobSpec]]:
+    with shared_parts():  # jobs share their dataset/recipe/teacher dicts: hash each once
+        return _expand(raw, default_name, teacher_lookup)
+
+
+def _expand(raw: Any, default_name: str,
+            teacher_lookup: TeacherLookup | None) -> tuple[str, list[JobSpec]]:
     g = _check_keys(raw, GRID_KEYS, "grid")
     for key in ("dataset", "pairs", "methods"):
         if key not in g:
@@ -225,7 +231,8 @@ def expand(
         pair_recipes = recipes(
             _recipe(base_recipe, pair.get("recipe"), f"{w}.recipe"), f"{w}.recipe"
         )
-        for (mname, hp), recipe, seed in itertools.product(pair_methods, pair_recipes, seeds):
+        resolved = []  # a method's parameters depend on the pair, not on recipe or seed
+        for mname, hp in pair_methods:
             needs = methods.needs_teacher(mname)
             params = methods.resolve(
                 mname,
@@ -236,6 +243,11 @@ def expand(
                 where=mwhere,
             )
             methods.check(mname, params, num_classes=n_classes, where=mwhere)
+            shown = list(labels.values({"method": {"params": hp}, "recipe": {}}))
+            resolved.append((mname, needs, params, shown))
+        for (mname, needs, params, shown), recipe, seed in itertools.product(
+            resolved, pair_recipes, seeds
+        ):
             spec = JobSpec(
                 "student",
                 {
@@ -252,8 +264,7 @@ def expand(
             if spec.hash not in seen:  # e.g. vanilla students shared by several teachers
                 seen.add(spec.hash)
                 specs.append(spec)
-                explicit[spec.hash] = list(labels.values({"method": {"params": hp},
-                                                          "recipe": {}}))
+                explicit[spec.hash] = shown
     labels.assign(specs, explicit)
     for sp in specs if tracker else ():  # not part of the hash (kdrun.spec.UNHASHED)
         sp.config["tracker"] = tracker

@@ -43,13 +43,15 @@ def _short(v: Any) -> str:
     return str(v)
 
 
-def job_label(config: dict[str, Any], keys: Iterable[str] | None = None) -> str:
+def job_label(config: dict[str, Any], keys: Iterable[str] | None = None,
+              flat: dict[str, Any] | None = None) -> str:
     """`resnet32x4->resnet8x4 kd(T=2) s0` (a teacher's own job: `resnet32x4 vanilla s0`);
-    `keys` are the flat keys to show (see `values`), in that order."""
+    `keys` are the flat keys to show (see `values`), in that order; `flat`: `values(config)`
+    when the caller has it already."""
     teacher = (config.get("teacher") or {}).get("name")
     pair = f"{teacher}->{config['student']}" if teacher else config["student"]
     method = config["method"]["name"]
-    flat = values(config)
+    flat = values(config) if flat is None else flat
     shown = [f"{k}={_short(flat[k])}" for k in (keys or ()) if k in flat]
     if shown:
         method += f"({', '.join(shown)})"
@@ -63,16 +65,40 @@ def assign(specs: Sequence[JobSpec], explicit: dict[str, Iterable[str]] | None =
     explicit = explicit or {}
     groups: dict[tuple, list[JobSpec]] = {}
     for sp in specs:
-        key = (sp.dataset, sp.teacher, sp.student, sp.method, sp.seed, sp.kind)
+        c = sp.config  # JobSpec's properties, read directly (a grid has up to 100k jobs)
+        t = c.get("teacher")
+        key = (c["dataset"]["name"], t["name"] if t else None, c["student"],
+               c["method"]["name"], c["seed"], sp.kind)
         groups.setdefault(key, []).append(sp)
     for group in groups.values():
-        flats = [values(sp.config) for sp in group]
-        varying = sorted(k for k in set().union(*flats)
-                         if len({json.dumps(f.get(k), default=str) for f in flats}) > 1)
+        if len(group) == 1:  # most groups: nothing varies, the label shows the grid's keys
+            sp = group[0]
+            own = explicit.get(sp.hash, ())
+            flat = _flat(sp.config["method"]["params"]) if own else {}
+            sp.label = job_label(sp.config, [k for k in own if k in flat], flat)
+            continue
+        # One recipe object for the whole group (no recipe sweep): no recipe key can differ,
+        # and the grid writes out method keys only, so the method's keys are all we need.
+        shared = all(sp.config["recipe"] is group[0].config["recipe"] for sp in group)
+        flats = [_flat(sp.config["method"]["params"]) if shared else values(sp.config)
+                 for sp in group]
+        varying = [] if len(flats) == 1 else sorted(  # most groups: one job, nothing varies
+            k for k in set().union(*flats) if len({_same(f.get(k)) for f in flats}) > 1)
         for sp, flat in zip(group, flats, strict=True):
             own = [k for k in explicit.get(sp.hash, ()) if k in flat]
             keys = own + [k for k in varying if k not in own]
-            sp.label = job_label(sp.config, keys)
+            sp.label = job_label(sp.config, keys, flat)
+
+
+def _same(v: Any) -> Any:
+    """A key equal for two values exactly when their JSON texts are (1 and 1.0 and True
+    differ), without writing JSON for the common scalars: a 100k-job grid has millions."""
+    t = type(v)
+    if t is float:
+        return repr(v)  # as JSON writes it (nan, inf: one text each)
+    if t in (str, int, bool) or v is None:
+        return (t, v)
+    return json.dumps(v, default=str)
 
 
 def run_dir_name(job_id: int, config: dict[str, Any]) -> str:

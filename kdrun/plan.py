@@ -148,7 +148,9 @@ def lines(name: str, source: str, specs: list[JobSpec], states: dict[str, str] |
         pct = "/".join(f"{f * 100:g}" for f in MILESTONE_FRACTIONS) + "%"
         out += _wrap(f"recipe: {r['epochs']} epochs, batch {r['batch_size']}, lr "
                      f"{_fmt(r['lr'])} ×{_fmt(r['lr_gamma'])} at epochs "
-                     f"{_fmt(r['lr_milestones'])}, weight decay {_fmt(r['weight_decay'])}")
+                     f"{_fmt(r['lr_milestones'])}, weight decay {_fmt(r['weight_decay'])}"
+                     + (f", each job on {r['gpus']} GPUs (DDP, batch {r['batch_size']} in all)"
+                        if r.get("gpus", 1) > 1 else ""))
         out += _wrap(f"(a recipe with epochs but no lr_milestones decays at {pct} of its "
                      "epochs, as 150/180/210 of 240)")
     groups: dict[str, list[str]] = {}

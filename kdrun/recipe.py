@@ -53,13 +53,38 @@ class Recipe:
     # loader workers (kdrun.data.gpu_decode). "on": where the job runs on CUDA; "auto": off
     # (the CPU decode is the reference pipeline; turn it on where CPUs are short).
     gpu_decode: Literal["auto", "on", "off"] = "auto"
+    # Multi-GPU (DDP) training: `gpus` ranks in all (the job's world size), spread evenly over
+    # `nodes` machines. batch_size stays the global batch, each rank trains on batch_size/gpus
+    # of it, with per-replica BatchNorm: gpus is part of the job's identity (kdrun.spec).
+    gpus: int = 1
+    nodes: int = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("epochs, batch_size and eval_batch_size must be positive")
+        if self.gpus < 1 or self.nodes < 1:
+            raise ValueError(f"gpus and nodes must be at least 1, got gpus={self.gpus}, "
+                             f"nodes={self.nodes}")
+        if self.gpus % self.nodes:
+            raise ValueError(f"gpus={self.gpus} does not split evenly over nodes={self.nodes} "
+                             "(each node runs gpus/nodes ranks); use a multiple of "
+                             f"{self.nodes} for gpus, or nodes among {_divisors(self.gpus)}")
+        if self.batch_size % self.gpus:
+            below = self.batch_size - self.batch_size % self.gpus
+            near = [b for b in (below, below + self.gpus) if b > 0]
+            raise ValueError(f"batch_size={self.batch_size} (the global batch) does not divide "
+                             f"by gpus={self.gpus} (each GPU takes an equal share); use "
+                             f"batch_size {' or '.join(map(str, near))}, or gpus among "
+                             f"{_divisors(self.batch_size, max(self.gpus, 8))}")
         if self.lr <= 0:
             raise ValueError("lr must be positive")
         if sorted(self.lr_milestones) != list(self.lr_milestones):
             raise ValueError(f"lr_milestones must increase, got {self.lr_milestones}")
         if any(m < 1 or m > self.epochs for m in self.lr_milestones):
             raise ValueError(f"lr_milestones must lie in 1..epochs={self.epochs}")
+
+
+def _divisors(n: int, limit: int | None = None) -> str:
+    """`1, 2, 4, 8`: the values that divide n (up to `limit`, when given), for error messages."""
+    top = min(n, limit) if limit else n
+    return ", ".join(str(d) for d in range(1, top + 1) if n % d == 0)

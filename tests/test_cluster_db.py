@@ -121,7 +121,7 @@ def _drain(barrier, results, url: str, runs: str) -> None:
     from kdrun.worker import loop
     from kdrun.worker.supervisor import Lease, Outcome
 
-    def write_only(db, claim, slot, ws, stop, lease_start, log, progress):
+    def write_only(db, claim, slot, ws, stop, lease_start, log, progress, *_warm):
         lease = Lease(db, claim, ws.lease_seconds, lease_start, log)
         lease.persist(queue.set_run_dir, db, claim, f"run-{claim.job_id}")
         lease.persist(queue.set_provenance, db, claim, {"device_name": "cpu"})

@@ -31,6 +31,13 @@ def test_upgrade_empty_database_to_head(db):
     assert "alembic_version" not in tables  # kdrun keeps its own version table
 
 
+def test_head_constant_is_alembics_head():
+    """Commands check the schema without loading Alembic, against migrate.HEAD."""
+    from alembic.script import ScriptDirectory
+
+    assert migrate.head() == ScriptDirectory(str(migrate.MIGRATIONS)).get_current_head()
+
+
 def test_autogenerate_finds_no_difference(db):
     with db.engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True,

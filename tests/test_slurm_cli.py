@@ -65,7 +65,7 @@ def test_submit_without_sbatch_is_one_line_and_changes_nothing(tmp_path, db_file
 @pytest.mark.parametrize("args, message", [
     (["--workers", "0"], "--workers 0: must be at least 1"),
     (["--time", "soon"], "--time 'soon': expected one of MINUTES"),
-    (["--nodes-per-worker", "2"], "only 1 is supported until kdrun runs multi-GPU"),
+    (["--nodes-per-worker", "0"], "--nodes-per-worker 0: must be at least 1"),
     (["--sbatch-arg", "mem=1G"], "pass a whole sbatch option"),
     (["--gpus-per-worker", "-1"], "must be 0 (CPU) or more"),
 ])

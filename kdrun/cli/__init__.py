@@ -1,19 +1,8 @@
-"""kdrun's command line: `kdrun enqueue | worker | status | show | logs | report | db`."""
+"""kdrun's command line: `kdrun enqueue | worker | status | show | logs | report | db`.
 
-from kdrun.cli import (  # noqa: F401  (registration)
-    db,
-    export,
-    grids,
-    hygiene,
-    jobs,
-    methods,
-    models,
-    report,
-    show,
-    slurm,
-    teachers,
-    work,
-)
+Each command's module is imported when that command runs, not here (kdrun.cli.commands), so
+`kdrun --help` and the light commands start in a fraction of a second."""
+
 from kdrun.cli.app import app
 
 

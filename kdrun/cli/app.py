@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import OperationalError
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from kdrun import __version__
 from kdrun.cli import helpfmt
-from kdrun.db.engine import DEFAULT_DB, Database, default_url, redact, scrub
-from kdrun.db.migrate import require_current
+from kdrun.cli.commands import COMMANDS
 from kdrun.errors import UserError
+
+if TYPE_CHECKING:
+    from kdrun.db.engine import Database
+
+# = kdrun.db.engine.DEFAULT_DB, written out: `kdrun --help` shows it without importing
+# sqlalchemy (tests/test_light_imports.py checks they agree)
+DEFAULT_DB = "sqlite:///kdrun.db"
 
 helpfmt.install()  # `--help` shows TEXT/PATH, not <str>/<bool>
 
@@ -24,8 +32,52 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+class _Listed(TyperCommand):
+    """A command of kdrun.cli.commands whose module is not imported yet: its name and help
+    line, enough for `kdrun --help`."""
+
+    def __init__(self, name: str, module: str, help: str) -> None:
+        super().__init__(name, help=help)
+        self.module = module
+
+
 class Group(TyperGroup):
-    """Turns user mistakes into one line on stderr and exit code 2, never a traceback."""
+    """Turns user mistakes into one line on stderr and exit code 2, never a traceback.
+    Imports a command's module only when that command runs (kdrun.cli.commands); help and
+    completion list the commands from the table."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        loaded = dict(self.commands)
+        self.commands = {name: loaded.pop(name, None) or _Listed(name, module, text)
+                         for name, module, text in COMMANDS}
+        self.commands.update(loaded)  # registered by a module but not in the table
+        self._listing = False
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        cmd = self.commands.get(cmd_name)
+        if isinstance(cmd, _Listed) and not self._listing:
+            importlib.import_module(f"kdrun.cli.{cmd.module}")  # registers it on `app`
+            cmd = typer.main.get_command(app).commands.get(cmd_name)  # type: ignore[attr-defined]
+            if cmd is None or isinstance(cmd, _Listed):
+                raise RuntimeError(f"kdrun.cli.{self.commands[cmd_name].module} defines no "
+                                   f"command {cmd_name!r} (see kdrun.cli.commands)")
+            self.commands[cmd_name] = cmd
+        return cmd
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def shell_complete(self, ctx: typer.Context, incomplete: str) -> Any:
+        self._listing = True
+        try:
+            return super().shell_complete(ctx, incomplete)
+        finally:
+            self._listing = False
 
     def invoke(self, ctx: typer.Context):
         try:
@@ -35,7 +87,12 @@ class Group(TyperGroup):
             err_console.print(f"[red]error:[/] {escape(_scrub(ctx, str(e)))}", markup=True,
                               highlight=False, soft_wrap=True)
             ctx.exit(2)
-        except OperationalError as e:
+        except Exception as e:
+            exc = sys.modules.get("sqlalchemy.exc")  # not imported: not a database error
+            if exc is None or not isinstance(e, exc.OperationalError):
+                raise
+            from kdrun.db.engine import redact
+
             settings = ctx.find_object(Settings)
             where = redact(settings.db_url) if settings else "the database"
             reason = str(e.orig).strip().splitlines()[0] if e.orig else "connection failed"
@@ -46,6 +103,8 @@ class Group(TyperGroup):
 
 def _scrub(ctx: typer.Context, text: str) -> str:
     """No password of the database URL (or PGPASSWORD) in what we print."""
+    from kdrun.db.engine import scrub
+
     settings = ctx.find_object(Settings)
     return scrub(text, settings.db_url if settings else None)
 
@@ -69,6 +128,9 @@ class Settings:
              name: str | None = None) -> Database:
         """The database, refusing one whose schema is not current (unless check=False).
         `name`: how PostgreSQL lists this process (application_name)."""
+        from kdrun.db.engine import Database
+        from kdrun.db.migrate import require_current
+
         db = Database(self.db_url, create=create, name=name)
         if check:
             require_current(db)
@@ -101,7 +163,7 @@ def main_options(
     ),
 ) -> None:
     ctx.obj = Settings(
-        db_url=db or default_url(),
+        db_url=db or os.environ.get("KDRUN_DB") or DEFAULT_DB,  # = kdrun.db.engine.default_url()
         runs_dir=runs_dir or Path(os.environ.get("KDRUN_RUNS", "runs")),
         data_dir=data_dir or Path(os.environ.get("KDRUN_DATA", "data")),
     )

@@ -34,17 +34,24 @@ def export(
         raise UserError(f"--out {out}: is a file; csv export writes a folder of three files "
                         "(jobs.csv, results.csv, epochs.csv): give a folder, or use "
                         "--format json for one file")
-    frames = export_mod.tables(settings.open(), grid)
-    if grid and frames["jobs"].empty:
+    db = settings.open()
+    # epochs.csv's loss component names: a long scan inside the database, run meanwhile
+    names = export_mod.names_soon(db) if fmt == "csv" and grid is None else None
+    jobs, results = export_mod.jobs_and_results(db, grid)
+    if grid and jobs.empty:
         raise UserError(f"--grid {grid!r}: no jobs of that grid in the database")
-    counts = ", ".join(f"{len(f)} {name}" for name, f in frames.items())
     if fmt == "csv":
-        try:
-            paths = export_mod.write_csv(frames, out or Path("export"))
+        try:  # epochs.csv is streamed from the database (millions of rows)
+            paths, n = export_mod.write_csv(db, jobs, results, out or Path("export"),
+                                            every_job=grid is None, names=names)
         except OSError as e:
             raise UserError(f"--out {out or 'export'}: cannot write: {e.strerror or e}") from None
-        console.print(f"wrote {', '.join(map(str, paths))} ({counts})", soft_wrap=True)
+        console.print(f"wrote {', '.join(map(str, paths))} ({len(jobs)} jobs, "
+                      f"{len(results)} results, {n} epochs)", soft_wrap=True)
         return
+    frames = {"jobs": jobs, "results": results,
+              "epochs": export_mod.load_epochs(db, list(jobs["job_id"]))}
+    counts = ", ".join(f"{len(f)} {name}" for name, f in frames.items())
     text = export_mod.to_json(frames)
     if out is None:
         print(text, end="")

@@ -13,7 +13,7 @@ import typer
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy import func, or_, select
+from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from kdrun import grid as grid_mod
@@ -62,7 +62,8 @@ def enqueue(
     if not no_data_check:
         from kdrun.data import presence
 
-        for ds in {json.dumps(sp.config["dataset"], sort_keys=True) for sp in specs}:
+        shared = {id(sp.config["dataset"]): sp.config["dataset"] for sp in specs}  # one a grid
+        for ds in {json.dumps(d, sort_keys=True) for d in shared.values()}:
             if dry_run:
                 why = presence.problem(json.loads(ds), settings.data_dir)
                 if why:
@@ -111,7 +112,12 @@ def check_grid(db: Database, grid: str | None) -> None:
 
 JSON_COLUMNS = [getattr(Job, c) for c in (
     "id", "label", "grid", "kind", "teacher", "student", "method", "seed", "state", "attempts",
-    "max_attempts", "epoch", "worker", "error", "progress", "run_dir", "config", "notice")]
+    "max_attempts", "epoch", "worker", "error", "run_dir", "notice")] + [
+    # the stored JSON as text: spliced into the output as is, not decoded and re-encoded
+    cast(Job.config, Text).label("config_text"), cast(Job.progress, Text).label("progress_text"),
+    Job.config[("method", "params")].as_string().label("params_text"),
+    Job.config[("recipe", "epochs")].as_integer().label("epochs")]
+_SPLICE = {"progress": '"progress": "\\u0000progress"', "config": '"config": "\\u0000config"'}
 
 
 def _state_counts(s: Session, where: list[Any]) -> dict[str, int]:
@@ -131,17 +137,21 @@ def _counts_and_notable(db: Database, grid: str | None) -> tuple[float, dict[str
         return now, counts, list(s.execute(q).scalars())
 
 
-def _job_json(j: Job, blocked_by: queue.Blocker | None = None) -> dict[str, Any]:
-    return {"id": j.id, "label": _label(j), "grid": j.grid, "kind": j.kind,
+def _job_json(j: Any, hyper: dict[str, Any], blocked_by: queue.Blocker | None = None,
+              progress: Any = None, config: Any = None) -> dict[str, Any]:
+    """A job's status object from a JSON_COLUMNS row (`progress` and `config` as given:
+    decoded, or placeholders that `print_status_json` replaces with the stored text)."""
+    label = j.label or job_label(json.loads(j.config_text))  # jobs from before labels
+    return {"id": j.id, "label": label, "grid": j.grid, "kind": j.kind,
             "teacher": j.teacher, "student": j.student, "method": j.method,
-            "hyperparameters": flatten(j.config["method"]["params"]), "seed": j.seed,
+            "hyperparameters": hyper, "seed": j.seed,
             "state": j.state,
             "blocked_by": None if blocked_by is None else {
                 "id": blocked_by.job_id, "label": blocked_by.label, "state": blocked_by.state,
                 "error": blocked_by.error},
             "attempts": j.attempts, "max_attempts": j.max_attempts, "epoch": j.epoch,
-            "epochs": j.config["recipe"]["epochs"], "worker": j.worker, "error": j.error,
-            "progress": j.progress, "run_dir": j.run_dir, "config": j.config,
+            "epochs": j.epochs, "worker": j.worker, "error": j.error,
+            "progress": progress, "run_dir": j.run_dir, "config": config,
             "notice": j.notice}
 
 
@@ -208,6 +218,11 @@ def render(db: Database, grid: str | None, failed_rows: int | None = None,
             t.add_row(f"{b.job_id} {b.label}", str(len(b.blocked)),
                       f"{b.state}: {b.error}" if b.state == "failed" else b.state)
         parts.append(t)
+    units, wide = queue.too_wide(db, grid=grid)  # wider than any worker: they wait for ever
+    if wide:
+        parts.append(f"[yellow]waiting for a bigger worker[/]: "
+                     f"{queue.too_wide_text(wide, units, limit=5)} (workers seen in the last "
+                     "day; start one with more GPUs, or lower recipe.gpus)")
     failed = [j for j in jobs if j.state == "failed"]
     if failed:
         shown = failed if failed_rows is None else failed[-failed_rows:]
@@ -241,20 +256,45 @@ def _json_counts(db: Database, grid: str | None) -> tuple[dict[str, int], dict[i
     return counts, by_job
 
 
-def _json_jobs(db: Database, grid: str | None, by_job: dict[int, Any],
-               chunk: int = 2000) -> Iterator[list[dict[str, Any]]]:
-    """The jobs' JSON objects a chunk at a time (100k jobs never sit in memory at once)."""
+def _json_rows(db: Database, grid: str | None,
+               chunk: int = 2000) -> Iterator[list[tuple[Any, dict[str, Any]]]]:
+    """JSON_COLUMNS rows with their flattened hyperparameters, a chunk at a time (100k jobs
+    never sit in memory at once; each distinct `method.params` flattened once)."""
+    flat: dict[str | None, dict[str, Any]] = {}
     with db.read() as s:
-        # Columns, not ORM objects: rows read like a Job at a fraction of the cost.
         q = select(*JSON_COLUMNS).where(*([Job.grid == grid] if grid else [])).order_by(Job.id)
         for part in s.execute(q.execution_options(yield_per=chunk)).partitions():
-            yield [_job_json(j, by_job.get(j.id)) for j in part]
+            for j in part:
+                if j.params_text not in flat:
+                    flat[j.params_text] = flatten(json.loads(j.params_text or "{}"))
+            yield [(j, flat[j.params_text]) for j in part]
+
+
+def _json_jobs(db: Database, grid: str | None,
+               by_job: dict[int, Any]) -> Iterator[list[dict[str, Any]]]:
+    """The jobs' JSON objects (config and progress decoded) a chunk at a time."""
+    for part in _json_rows(db, grid):
+        yield [_job_json(j, hyper, by_job.get(j.id), _loads(j.progress_text),
+                         _loads(j.config_text)) for j, hyper in part]
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
 
 
 def status_json(db: Database, grid: str | None) -> dict[str, Any]:
     counts, by_job = _json_counts(db, grid)
     return {"database": db.display_url, "counts": counts,
             "jobs": [j for part in _json_jobs(db, grid, by_job) for j in part]}
+
+
+def _job_line(j: Any, hyper: dict[str, Any], blocked_by: queue.Blocker | None) -> str:
+    """One job's compact JSON: json's C encoder for the small fields, the stored config and
+    progress text spliced in verbatim (as json.dumps wrote them: decoding and re-encoding
+    100k configs is most of the time)."""
+    text = json.dumps(_job_json(j, hyper, blocked_by, "\0progress", "\0config"))
+    text = text.replace(_SPLICE["progress"], '"progress": ' + (j.progress_text or "null"), 1)
+    return text.replace(_SPLICE["config"], '"config": ' + (j.config_text or "null"), 1)
 
 
 def print_status_json(db: Database, grid: str | None) -> None:
@@ -264,10 +304,10 @@ def print_status_json(db: Database, grid: str | None) -> None:
     out = sys.stdout
     out.write(head[:-2] + ',\n  "jobs": [')
     first = True
-    for part in _json_jobs(db, grid, by_job):
+    for part in _json_rows(db, grid):
         # One compact object per line: json's C encoder (indent= falls back to Python,
         # ten times slower on 100k jobs), and still greppable.
-        text = ",".join("\n    " + json.dumps(j) for j in part)
+        text = ",".join("\n    " + _job_line(j, hyper, by_job.get(j.id)) for j, hyper in part)
         out.write(text if first else "," + text)
         first = False
     out.write("\n  ]\n}\n" if not first else "]\n}\n")

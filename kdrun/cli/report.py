@@ -82,7 +82,10 @@ def report(
     if fmt == "html" or every:
         _document(settings, TABLES if every else (table,), fmt, filters, opts, out)
         return
-    rep = build(table, settings.open(), filters, opts)
+    # the terminal, Markdown and LaTeX show the formatted table only: curves then reads the
+    # epochs it shows, not every epoch of every job
+    rep = build(table, settings.open(), filters, opts,
+                long=fmt in ("csv", "json") or plot_path is not None)
     if plot_path is not None:
         console.print(f"wrote {plot(rep, output.plot_path(plot_path, table))}", soft_wrap=True)
     if fmt == "table" and out is None:
@@ -116,7 +119,8 @@ def _document(settings: Settings, names: tuple[str, ...], fmt: str, filters: Fil
         parts = []
         for name in names:
             try:
-                parts.append(f"## {name}\n\n" + formats.markdown(build(name, db, filters, opts)))
+                parts.append(f"## {name}\n\n"
+                             + formats.markdown(build(name, db, filters, opts, long=False)))
             except UserError as e:  # e.g. delta without its baseline; the others still print
                 parts.append(f"## {name}\n\n{e}\n")
         text = "\n".join(parts)

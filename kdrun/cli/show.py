@@ -62,6 +62,11 @@ def _facts(db: Database, job: Job, runs_dir: Path) -> list[tuple[str, str]]:
             if job.id in b.blocked:
                 rows.append(("blocked", blocked_line(b, count=False)
                              + f"; `kdrun retry {b.job_id}` once its cause is fixed"))
+        units, wide = queue.too_wide(db) if job.gpus > 1 else (None, [])
+        if units is not None and job.id in dict(wide):
+            rows.append(("waiting", queue.too_wide_text([(job.id, job.gpus)], units)
+                         + " (workers seen in the last day): it runs once a worker with "
+                         f"{job.gpus} GPUs claims"))
     if job.worker:
         rows.append(("worker", job.worker))
     rows += [("created", _when(job.created_at)), ("started", _when(job.started_at)),

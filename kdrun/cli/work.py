@@ -8,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from kdrun.cli.app import Settings, app, console
 from kdrun.cli.present import log_printer, stranded
 from kdrun.db.engine import scrub
+from kdrun.db.queue import too_wide_text
 from kdrun.errors import UserError
 from kdrun.slurm import pilot as slurm_pilot
 from kdrun.trackers import parse as parse_trackers
@@ -18,10 +19,12 @@ from kdrun.worker.loop import worker_name
 def pick_devices(gpu: str | None, cpu: bool) -> list[str]:
     """`--gpu 0`, `--gpu 0,1,2,3`, `--gpu all` or `--cpu` as devices. Asking for a GPU where
     CUDA is unavailable is an error, never a silent CPU run."""
-    import torch  # here, not at the top: `kdrun --help` and the other commands stay light
-
     if gpu is not None and cpu:
         raise UserError("give either --gpu or --cpu, not both")
+    if cpu:
+        return ["cpu"]  # no torch in the supervisor: it only lists GPUs
+    import torch  # here, not at the top: `kdrun --help` and the other commands stay light
+
     if gpu is None:
         return ["cpu"] if cpu or not torch.cuda.is_available() else ["cuda:0"]
     if not torch.cuda.is_available():
@@ -48,7 +51,8 @@ def worker(
     ctx: typer.Context,
     gpu: str = typer.Option(None, "--gpu", help="GPU index, list (0,1,2,3) or 'all'"),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU"),
-    slots: int = typer.Option(1, "--slots", min=1, help="Jobs at once on each GPU (or the CPU)"),
+    slots: int = typer.Option(1, "--slots", min=1, help="Jobs at once on each GPU (or the CPU, "
+                              "where a `gpus: N` job takes N slots as its ranks)"),
     until_empty: bool = typer.Option(False, "--until-empty", help="Exit when nothing is runnable"),
     max_jobs: int = typer.Option(None, "--max-jobs", min=1, help="Exit after this many jobs"),
     lease_seconds: float = typer.Option(300.0, "--lease-seconds", min=1.0,
@@ -75,6 +79,9 @@ def worker(
     tracker: str = typer.Option(None, "--tracker",
                                 help="Log every job to these trackers too: tensorboard, wandb "
                                      "(comma-separated; needs the extra of that name)"),
+    prestart: bool = typer.Option(True, "--prestart/--no-prestart",
+                                  help="Start each slot's next training process (its imports) "
+                                       "while the current job trains"),
 ) -> None:
     """Claim runnable jobs and train each in a supervised child process."""
     settings: Settings = ctx.obj
@@ -91,14 +98,15 @@ def worker(
                          max_jobs=max_jobs, poll_seconds=poll_seconds,
                          max_failures=max_failures, loader_workers=loader_workers,
                          download=download, trackers=tuple(trackers), idle_exit=idle_exit,
-                         stop_within=stop_within)
+                         stop_within=stop_within, prestart=prestart)
     printer = log_printer(console)
 
     def log(message: str) -> None:  # a password never reaches the worker's output
         printer(scrub(message, settings.db_url))
 
-    log(f"worker on {', '.join(devices)} x {slots} slot(s), database {db.display_url}, "
-        f"runs in {settings.runs_dir}")
+    wide = len(devices) if devices != ["cpu"] else slots  # units: GPUs, or CPU slots
+    log(f"worker on {', '.join(devices)} x {slots} slot(s) (jobs up to gpus: {wide}), "
+        f"database {db.display_url}, runs in {settings.runs_dir}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as bar:
         tasks: dict[str, TaskID] = {}
@@ -116,7 +124,13 @@ def worker(
     slurm_pilot.finish(db, pilot, summary.stopped_because, log)
     if summary.stranded:
         log(f"[red]worker stopped[/]: {stranded(summary.stranded)}")
+    if summary.too_wide:
+        log(f"[red]worker stopped[/]: {len(summary.too_wide)} queued job(s) can never run here: "
+            f"{too_wide_text(summary.too_wide, summary.capacity, 'this worker')}; run them on a "
+            "worker with more (`--gpu`, or `--cpu --slots N`), or lower their recipe.gpus")
     states = ", ".join(f"{n} {state}" for state, n in sorted(summary.outcomes.items()))
-    log(f"worker done: {summary.jobs} job(s) run" + (f" ({states})" if states else ""))
-    if summary.failed_over or summary.stranded:
+    log(f"worker done: {summary.jobs} job(s) run" + (f" ({states})" if states else "")
+        + (f"; {len(summary.too_wide)} job(s) too wide for it left queued"
+           if summary.too_wide else ""))
+    if summary.failed_over or summary.stranded or summary.too_wide:
         raise typer.Exit(1)

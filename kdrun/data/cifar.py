@@ -10,32 +10,21 @@ from __future__ import annotations
 
 import codecs
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdrun import headline
+from kdrun.data.catalog import CIFAR_FILES as FILES
+from kdrun.data.catalog import CIFAR_FOLDER as FOLDER
+from kdrun.data.catalog import Cifar100Params
 from kdrun.data.images import cifar_images
 from kdrun.data.registry import Splits, register
 from kdrun.data.split import stratified_split
 from kdrun.errors import UserError
 
-FOLDER = "cifar-100-python"
-FILES = ("train", "test", "meta")
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-
-
-@dataclass
-class Cifar100Params:
-    download: bool = False  # fetch the archive into the data directory when it is missing
-    val_split: int = 0  # training images held out for model selection (e.g. 5000 -> 45k/5k)
-    split_seed: int = 0  # which images are held out; independent of the training seed
-
-    def __post_init__(self) -> None:
-        if self.val_split < 0:
-            raise ValueError("val_split must be >= 0")
 
 
 def _reconstruct():

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from kdrun.data.images import ArrayImages
+from kdrun.data.shards import Shard
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,15 @@ class DeviceLoader:
 
     train=True: a fresh permutation, crop offsets and flips each epoch, drawn from `generator`.
     train=False: dataset order, no augmentation (the evaluation pipeline).
+    shard: under DDP each batch is this rank's contiguous part of the global batch (the plan,
+    and so the generator's stream, is the same on every rank; kdrun.data.shards).
     """
 
     def __init__(self, data: np.ndarray | Tensor, targets: np.ndarray | Tensor, batch_size: int,
                  mean: tuple[float, ...], std: tuple[float, ...], *,
                  device: torch.device | str = "cpu", train: bool = True,
                  generator: torch.Generator | None = None, padding: int = 4,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, shard: Shard | None = None) -> None:
         data = torch.as_tensor(data)
         if data.dtype != torch.uint8 or data.ndim != 4 or data.shape[-1] != 3:
             raise ValueError(f"expected uint8 NHWC images, got {data.dtype} {tuple(data.shape)}")
@@ -72,6 +75,7 @@ class DeviceLoader:
         self.targets = torch.as_tensor(targets, dtype=torch.int64).to(self.device)
         self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
         self.generator, self.padding = generator, padding
+        self.shard = shard
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
 
@@ -119,6 +123,8 @@ class DeviceLoader:
         plan = self.plan_epoch().to(self.device)
         for b in range(len(self)):
             v = plan[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.shard is not None:
+                v = v[self.shard.batch(len(v))]
             x, y = self.render(v), self.targets[v.index]
             yield (x, y, v) if with_views else (x, y)
 

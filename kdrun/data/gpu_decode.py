@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from kdrun.data.seeded import SeededSampler, seeded_call
+from kdrun.data.seeded import SeededSampler, ShardBatches, seeded_call
+from kdrun.data.shards import Shard
 
 
 def has_files(ds: Dataset) -> bool:
@@ -95,14 +96,25 @@ class GpuDecodeLoader:
 
 
 def gpu_loaders(splits: Any, device: torch.device, generator: torch.Generator, batch_size: int,
-                eval_batch_size: int, worker_args: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """(train, test, val) decoding on `device`; the training stream is the CPU path's."""
+                eval_batch_size: int, worker_args: dict[str, Any],
+                shard: Shard | None = None) -> tuple[Any, Any, Any]:
+    """(train, test, val) decoding on `device`; the training stream is the CPU path's, and
+    a `shard` (DDP) cuts it and the evaluation splits as kdrun.data.loaders does."""
     from torch.utils.data import DataLoader
 
     def make(ds: Any, bs: int, gen: torch.Generator, shuffle: bool) -> GpuDecodeLoader:
-        dl = DataLoader(EncodedFiles(ds), batch_size=bs, collate_fn=collate,
-                        sampler=SeededSampler(len(ds), gen, shuffle),  # type: ignore[arg-type]
-                        generator=torch.Generator(), **worker_args)
+        files = EncodedFiles(ds)
+        if shard is not None and not shuffle:  # this rank's run of whole eval batches
+            lo, hi = shard.eval_range(len(files), bs)
+            files.samples = files.samples[lo:hi]
+        sampler = SeededSampler(len(files), gen, shuffle)
+        if shard is not None and shuffle:
+            dl = DataLoader(files, batch_sampler=ShardBatches(sampler, bs, shard),
+                            collate_fn=collate, generator=torch.Generator(), **worker_args)
+        else:
+            dl = DataLoader(files, batch_size=bs, collate_fn=collate,
+                            sampler=sampler,  # type: ignore[arg-type]
+                            generator=torch.Generator(), **worker_args)
         return GpuDecodeLoader(dl, ds.transform, device)
 
     train = make(splits.train, batch_size, generator, True)

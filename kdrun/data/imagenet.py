@@ -8,11 +8,11 @@ sorted into class folders like `train` (e.g. with the usual valprep.sh).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from kdrun.data.catalog import ImageNetParams
 from kdrun.data.registry import Splits, register
 from kdrun.errors import UserError
 from kdrun.lazy import lazy
@@ -23,18 +23,6 @@ datasets = lazy("torchvision.datasets")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class ImageNetParams:
-    root: str = "imagenet"  # relative to the data directory unless absolute
-    num_classes: int = 1000  # class folders expected (set it for a subset)
-    image_size: int = 224  # training crop and evaluation center crop
-    resize: int = 256  # evaluation resize of the shorter side before the center crop
-
-    def __post_init__(self) -> None:
-        if self.num_classes < 2 or self.image_size < 1 or self.resize < self.image_size:
-            raise ValueError("num_classes >= 2, image_size >= 1 and resize >= image_size required")
 
 
 def imagenet_transform(train: bool, size: int = 224, resize: int = 256) -> T.Compose:

@@ -24,6 +24,28 @@ def cifar_transform(train: bool, mean=CIFAR100_MEAN, std=CIFAR100_STD) -> T.Comp
     return T.Compose([*steps, T.Normalize(mean, std)])
 
 
+class CifarPipeline:
+    """`cifar_transform`, built at its first image: a job whose batches the device-resident
+    loader makes on the GPU never calls it, and so never imports torchvision."""
+
+    def __init__(self, train: bool, mean=CIFAR100_MEAN, std=CIFAR100_STD) -> None:
+        self.args = (train, mean, std)
+        self.built = None
+
+    def pipeline(self) -> T.Compose:
+        if self.built is None:
+            self.built = cifar_transform(*self.args)
+        return self.built
+
+    @property
+    def transforms(self) -> list:
+        """The steps, as torchvision's Compose lists them."""
+        return self.pipeline().transforms
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return self.pipeline()(img)
+
+
 class ArrayImages(Dataset):
     """Images as a uint8 NHWC array (CIFAR's own layout) plus integer labels.
 
@@ -52,5 +74,5 @@ class ArrayImages(Dataset):
 def cifar_images(data: np.ndarray, targets: np.ndarray, train: bool,
                  mean=CIFAR100_MEAN, std=CIFAR100_STD) -> ArrayImages:
     """An ArrayImages with the CIFAR pipeline, usable by both the torchvision and device loaders."""
-    return ArrayImages(data, targets, cifar_transform(train, mean, std),
+    return ArrayImages(data, targets, CifarPipeline(train, mean, std),
                        stats=(tuple(mean), tuple(std)))

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from kdrun.data.device_loader import DeviceLoader
 from kdrun.data.gpu_decode import gpu_loaders, has_files
 from kdrun.data.images import ArrayImages
 from kdrun.data.registry import Splits
-from kdrun.data.seeded import Seeded, SeededSampler
+from kdrun.data.seeded import Seeded, SeededSampler, ShardBatches
+from kdrun.data.shards import Shard
 from kdrun.data.views import MultiView
 from kdrun.errors import ConfigError
 
@@ -57,8 +58,15 @@ def choose(kind: str, splits: Splits, device: torch.device) -> str:
 
 
 def eval_loader(ds: Dataset, batch_size: int, device: torch.device, kind: str = "torch",
-                num_workers: int = 0) -> Iterable[Any]:
-    """Unshuffled, unaugmented batches of an evaluation split."""
+                num_workers: int = 0, shard: Shard | None = None) -> Iterable[Any]:
+    """Unshuffled, unaugmented batches of an evaluation split; with a `shard`, this rank's
+    run of whole batches (kdrun.data.shards), each the batch a single process evaluates."""
+    if shard is not None:
+        lo, hi = shard.eval_range(len(ds), batch_size)  # type: ignore[arg-type]
+        if kind == "device" and on_device(ds):
+            return DeviceLoader(ds.data[lo:hi], ds.targets[lo:hi], batch_size,  # type: ignore
+                                *ds.stats, device=device, train=False)  # type: ignore
+        ds = Subset(ds, range(lo, hi))
     if kind == "device" and on_device(ds):
         return DeviceLoader.from_dataset(ds, batch_size, device=device, train=False)
     return DataLoader(ds, batch_size=batch_size, **worker_args(num_workers, device))
@@ -76,10 +84,16 @@ def worker_args(num_workers: int, device: torch.device) -> dict[str, Any]:
 
 
 def train_loader(ds: Dataset, batch_size: int, device: torch.device,
-                 generator: torch.Generator, num_workers: int = 0) -> DataLoader:
+                 generator: torch.Generator, num_workers: int = 0,
+                 shard: Shard | None = None) -> DataLoader:
     """Shuffled training batches whose order and per-sample augmentation seeds come from
     `generator` (kdrun.data.seeded): the same stream with any number of workers, resumable
-    exactly. The DataLoader's own generator only seeds its workers' base seed, unused here."""
+    exactly. The DataLoader's own generator only seeds its workers' base seed, unused here.
+    With a `shard`, each batch is this rank's slice of the global one."""
+    if shard is not None:
+        return DataLoader(Seeded(ds), batch_sampler=ShardBatches(  # type: ignore[arg-type]
+            SeededSampler(len(ds), generator), batch_size, shard),  # type: ignore[arg-type]
+            generator=torch.Generator(), **worker_args(num_workers, device))
     return DataLoader(Seeded(ds), batch_size=batch_size,
                       sampler=SeededSampler(len(ds), generator),  # type: ignore[arg-type]
                       generator=torch.Generator(), **worker_args(num_workers, device))
@@ -87,7 +101,8 @@ def train_loader(ds: Dataset, batch_size: int, device: torch.device,
 
 def make_loaders(splits: Splits, kind: str, device: torch.device, generator: torch.Generator, *,
                  batch_size: int, eval_batch_size: int, num_workers: int = 0,
-                 views: tuple[str, ...] = ("weak",), gpu_decode: bool = False) -> Loaders:
+                 views: tuple[str, ...] = ("weak",), gpu_decode: bool = False,
+                 shard: Shard | None = None) -> Loaders:
     """All of a job's loaders; the training order and augmentation come from `generator`.
     `views` beyond the plain weak one (a method's Method.views) take the torch path: each
     training batch is then a list of batches, one per view (kdrun.data.views).
@@ -95,7 +110,9 @@ def make_loaders(splits: Splits, kind: str, device: torch.device, generator: tor
     The plain torch path draws each sample's augmentation seed from `generator`
     (kdrun.data.seeded), so its workers are persistent and a resumed job still draws what the
     uninterrupted one drew. `gpu_decode` decodes JPEG files on a CUDA device
-    (kdrun.data.gpu_decode); elsewhere it is ignored (Loaders.decode says which ran)."""
+    (kdrun.data.gpu_decode); elsewhere it is ignored (Loaders.decode says which ran).
+    `shard` (DDP): this rank's part of every training batch and of each evaluation split
+    (kdrun.data.shards); None: everything."""
     multi = tuple(views) != ("weak",)
     if multi and kind == "device":
         raise ConfigError(f"loader: device cannot make the {'+'.join(views)} views this "
@@ -103,17 +120,17 @@ def make_loaders(splits: Splits, kind: str, device: torch.device, generator: tor
     kind = "torch" if multi else choose(kind, splits, device)
     if multi:
         train: Iterable[Any] = train_loader(MultiView(splits.train, tuple(views)), batch_size,
-                                            device, generator, num_workers)
+                                            device, generator, num_workers, shard)
     elif kind == "device":
         train = DeviceLoader.from_dataset(splits.train, batch_size, device=device,
-                                                         generator=generator)
+                                          generator=generator, shard=shard)
     elif gpu_decode and device.type == "cuda" and has_files(splits.train):
         train, test, val = gpu_loaders(splits, device, generator, batch_size,
-                                       eval_batch_size, worker_args(num_workers, device))
+                                       eval_batch_size, worker_args(num_workers, device), shard)
         return Loaders(train, test, val, "torch", decode="cuda")
     else:
-        train = train_loader(splits.train, batch_size, device, generator, num_workers)
-    test = eval_loader(splits.test, eval_batch_size, device, kind, num_workers)
-    val = (eval_loader(splits.val, eval_batch_size, device, kind, num_workers)
+        train = train_loader(splits.train, batch_size, device, generator, num_workers, shard)
+    test = eval_loader(splits.test, eval_batch_size, device, kind, num_workers, shard)
+    val = (eval_loader(splits.val, eval_batch_size, device, kind, num_workers, shard)
            if splits.val is not None else None)
     return Loaders(train, test, val, kind, decode="cpu" if has_files(splits.train) else None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdrun.data import cifar, tiny_imagenet
+from kdrun.data.catalog import CIFAR_FILES, CIFAR_FOLDER, TINY_FOLDER, TINY_LAYOUT
 from kdrun.errors import UserError
 
 
@@ -15,8 +15,8 @@ def problem(ds: dict[str, Any], data_dir: Path) -> str | None:
     """Why the workers will not find the dataset under `data_dir`, or None when they will
     (or will download it: `download: true` in the grid's dataset)."""
     if ds["name"] == "cifar100":
-        root = data_dir / cifar.FOLDER
-        missing = [f for f in cifar.FILES if not (root / f).is_file()]
+        root = data_dir / CIFAR_FOLDER
+        missing = [f for f in CIFAR_FILES if not (root / f).is_file()]
         if not missing or ds.get("download"):
             return None
         return f"CIFAR-100 not found under {data_dir.resolve()} ({root / missing[0]} is missing)"
@@ -26,14 +26,14 @@ def problem(ds: dict[str, Any], data_dir: Path) -> str | None:
         missing = [d for d in ("train", "val") if not (root / d).is_dir()]
         return f"ImageNet not found ({root / missing[0]} is missing)" if missing else None
     if ds["name"] == "tiny_imagenet":
-        root = Path(ds.get("root", tiny_imagenet.FOLDER))
+        root = Path(ds.get("root", TINY_FOLDER))
         root = root if root.is_absolute() else data_dir / root
         need = [root / "wnids.txt", root / "train", root / "val" / "val_annotations.txt"]
         missing = [p for p in need if not p.exists()]
         if not missing or ds.get("download"):
             return None
         return (f"Tiny-ImageNet not found ({missing[0]} is missing; expected "
-                f"{tiny_imagenet.LAYOUT})")
+                f"{TINY_LAYOUT})")
     return None  # generated in memory (synthetic)
 
 
@@ -44,6 +44,8 @@ def require(ds: dict[str, Any], data_dir: Path, download: bool) -> None:
     if why is None:
         return
     if download and ds["name"] == "cifar100":
+        from kdrun.data import cifar  # torch: only to download
+
         cifar.locate(data_dir, download=True)
         return
     fetch = ("pass --download to fetch it now, or set `download: true` under the grid's "

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
+from kdrun.data.shards import Shard
+
 SEED_HIGH = 2**62
 
 
@@ -59,3 +61,20 @@ class Seeded(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
         return seeded_call(seed, self.ds.__getitem__, index)
+
+
+class ShardBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of a SeededSampler's (index, seed) keys, each cut to this rank's contiguous
+    part (kdrun.data.shards): every rank draws the same global batches, keeps its slice."""
+
+    def __init__(self, sampler: SeededSampler, batch_size: int, shard: Shard) -> None:
+        self.sampler, self.batch_size, self.shard = sampler, batch_size, shard
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        keys = list(self.sampler)  # the whole epoch's draw, as the unsharded loader's
+        for i in range(0, len(keys), self.batch_size):
+            batch = keys[i : i + self.batch_size]
+            yield batch[self.shard.batch(len(batch))]

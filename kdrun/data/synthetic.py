@@ -8,30 +8,14 @@ are uint8 32x32 RGB like CIFAR's and go through the same crop + flip + normalize
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from kdrun.data.catalog import SyntheticParams
 from kdrun.data.images import cifar_images
 from kdrun.data.registry import Splits, register
-
-
-@dataclass
-class SyntheticParams:
-    num_classes: int = 20
-    classes_per_superclass: int = 5
-    train_size: int = 2000
-    test_size: int = 500
-    noise: float = 1.0  # per-sample noise amplitude relative to the class signal; higher = harder
-    seed: int = 0  # the data's own seed, independent of the training seed
-
-    def __post_init__(self) -> None:
-        if self.num_classes < 2 or self.train_size < 1 or self.test_size < 1:
-            raise ValueError("num_classes >= 2, train_size >= 1 and test_size >= 1 required")
-        if self.classes_per_superclass < 1:
-            raise ValueError("classes_per_superclass must be >= 1")
 
 
 def _smooth(g: torch.Generator, n: int, res: int) -> torch.Tensor:

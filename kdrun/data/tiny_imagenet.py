@@ -15,13 +15,14 @@ common choice of KD papers on Tiny-ImageNet) or `rrc` = RandomResizedCrop(64) + 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from kdrun import headline
+from kdrun.data.catalog import TINY_FOLDER as FOLDER  # noqa: F401  (re-export)
+from kdrun.data.catalog import TINY_LAYOUT as LAYOUT
+from kdrun.data.catalog import TinyImageNetParams
 from kdrun.data.files import FileImages
 from kdrun.data.registry import Splits, register
 from kdrun.errors import UserError
@@ -30,26 +31,11 @@ from kdrun.lazy import lazy
 # torchvision (its import pulls in torch._dynamo, ~1 s) loads when a transform is built.
 T = lazy("torchvision.transforms.v2")
 
-FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MEAN = (0.4802, 0.4481, 0.3975)
 STD = (0.2302, 0.2265, 0.2262)
 SIZE = 64
 SUFFIXES = (".jpeg", ".jpg", ".png")
-LAYOUT = (f"{FOLDER}/{{wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, "
-          "val/val_annotations.txt}")
-
-
-@dataclass
-class TinyImageNetParams:
-    root: str = FOLDER  # relative to the data directory unless absolute
-    num_classes: int = 200  # lines of wnids.txt expected (set it for a subset)
-    augment: Literal["crop", "rrc"] = "crop"  # crop 64 pad 8 + flip, or RandomResizedCrop + flip
-    download: bool = False  # fetch and unpack the archive when it is missing
-
-    def __post_init__(self) -> None:
-        if self.num_classes < 2:
-            raise ValueError("num_classes must be >= 2")
 
 
 def transform(train: bool, augment: str = "crop") -> T.Compose:

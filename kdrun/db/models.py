@@ -34,6 +34,10 @@ class Job(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     depends_on_id: Mapped[int | None] = mapped_column(ForeignKey("kdrun_jobs.id"))
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # Devices the job needs at once on each machine (recipe.gpus / recipe.nodes; its DDP world
+    # size on one machine) and on how many machines (recipe.nodes): claims filter on both.
+    gpus: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     state: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -60,7 +64,8 @@ class Job(Base):
 
     result: Mapped[Result | None] = relationship(back_populates="job", uselist=False)
 
-    __table_args__ = (Index("ix_kdrun_jobs_claim", "state", "priority", "id"),)
+    __table_args__ = (Index("ix_kdrun_jobs_claim", "state", "priority", "id"),
+                      Index("ix_kdrun_jobs_gpus", "gpus", "state"))  # wide jobs, found fast
 
 
 class Attempt(Base):
@@ -178,6 +183,17 @@ class Pilot(Base):
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
+
+
+class WorkerSeen(Base):
+    """A worker process and how many devices (units) it has, refreshed while it looks for
+    work: `status` names the jobs wider than any worker seen lately, which wait for ever."""
+
+    __tablename__ = "kdrun_workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid
+    units: Mapped[int] = mapped_column(Integer)  # GPUs, or CPU slots on a CPU worker
+    seen_at: Mapped[float] = mapped_column(Float)
 
 
 class Teacher(Base):

@@ -9,19 +9,43 @@ rerun by `retrying` when the database is momentarily locked.
 
 from __future__ import annotations
 
+import itertools
+import json
+import operator
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, true, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from kdrun.db.clock import db_now
 from kdrun.db.engine import Database, retrying
-from kdrun.db.models import Attempt, CheckpointFile, EpochMetric, Job, Result, Teacher
+from kdrun.db.models import (
+    Attempt,
+    CheckpointFile,
+    EpochMetric,
+    Job,
+    Result,
+    Teacher,
+    WorkerSeen,
+)
 from kdrun.headline import first_line
 from kdrun.spec import JobSpec
 
@@ -47,6 +71,7 @@ class Claim:
     # the trained teacher's recorded sha256 (see kdrun.checkpoints).
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     teacher_sha256: str | None = None
+    gpus: int = 1  # devices the job trains on at once (recipe.gpus)
 
 
 @retrying
@@ -58,9 +83,15 @@ def enqueue(db: Database, grid: str, specs: Sequence[JobSpec]) -> tuple[int, int
     row per job and never fail on the unique index."""
     with db.write() as s:
         now = s.execute(select(db_now())).scalar_one()
-        ids = _ids(s, [sp.hash for sp in specs])
+        # Jobs others wait for (teachers) need their ids; of the rest it is enough to know
+        # that this grid has them (one indexed query). A job another grid queued is skipped
+        # by ON CONFLICT below and counted as present.
+        hashes = {sp.hash for sp in specs}
+        waited_for = {sp.depends_on for sp in specs if sp.depends_on} & hashes
+        ids = _ids(s, sorted(waited_for))
+        queued = set(s.scalars(select(Job.hash).where(Job.grid == grid)))
         insert_ = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-        pending = [sp for sp in specs if sp.hash not in ids]
+        pending = [sp for sp in specs if sp.hash not in ids and sp.hash not in queued]
         added = 0
         while pending:
             ready = [sp for sp in pending if not sp.depends_on or sp.depends_on in ids]
@@ -71,15 +102,60 @@ def enqueue(db: Database, grid: str, specs: Sequence[JobSpec]) -> tuple[int, int
                      "seed": sp.seed, "config": sp.config,
                      "depends_on_id": ids[sp.depends_on] if sp.depends_on else None,
                      "priority": sp.priority, "state": "queued", "created_at": now,
-                     "label": sp.label} for sp in ready]  # other columns: their defaults
-            stmt = (insert_(Job).on_conflict_do_nothing(index_elements=["hash"])
-                    .returning(Job.hash, Job.id))
-            got = dict(s.connection().execute(stmt, rows).all())
-            added += len(got)
-            ids.update(got)
-            ids.update(_ids(s, [sp.hash for sp in ready if sp.hash not in got]))  # raced in
-            pending = [sp for sp in pending if sp.hash not in ids]
+                     "label": sp.label, "gpus": sp.gpus // sp.nodes, "nodes": sp.nodes}
+                    for sp in ready]  # other columns: their defaults
+            # Jobs others wait for (teachers) need their ids back; the rest (students, nearly
+            # all of a grid) go in without RETURNING, straight through the driver. In grid
+            # order, run by run, so ids follow the grid as before.
+            for keyed, run in itertools.groupby(rows, key=lambda r: r["hash"] in waited_for):
+                run = list(run)
+                if not keyed:
+                    added += _insert_many(s, run)
+                    continue
+                stmt = (insert_(Job).on_conflict_do_nothing(index_elements=["hash"])
+                        .returning(Job.hash, Job.id))
+                got = dict(s.connection().execute(stmt, run).all())
+                added += len(got)
+                ids.update(got)
+                ids.update(_ids(s, [r["hash"] for r in run if r["hash"] not in got]))  # raced in
+            done = {sp.hash for sp in ready}
+            pending = [sp for sp in pending if sp.hash not in done]
         return added, len(specs) - added
+
+
+# json.dumps's text (the ORM's JSON columns), without its per-call encoder and cycle check:
+# a config was hashed (kdrun.spec, with the check) before it is written
+_to_json = json.JSONEncoder(check_circular=False).encode
+
+
+def _insert_many(s: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert job rows, skipping hashes already present; how many were new.
+
+    One compiled statement run by the driver's executemany, with the JSON and the column
+    defaults filled here as the ORM fills them: the ORM's per-row parameter handling was
+    most of the time of a 100k-job enqueue."""
+    if not rows:
+        return 0
+    conn = s.connection()
+    cols = [c for c in Job.__table__.columns if c.name in rows[0] or c.default is not None]
+    if any(c.default is not None and not c.default.is_scalar for c in cols):
+        raise TypeError("kdrun_jobs has a column default that is not a constant")
+    insert_ = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = (insert_(Job).values({c.name: bindparam(c.name) for c in cols})
+            .on_conflict_do_nothing(index_elements=["hash"]))
+    compiled = stmt.compile(dialect=conn.dialect)
+    defaults = {c.name: c.default.arg for c in cols if c.default is not None}
+    as_json = [c.name for c in cols if isinstance(c.type, JSON)]
+    full = []
+    for r in rows:
+        row = {**defaults, **r}
+        for name in as_json:
+            row[name] = _to_json(row[name])  # as the ORM writes it (None: JSON null)
+        full.append(row)
+    if compiled.positional:
+        values = operator.itemgetter(*(compiled.positiontup or []))
+        full = [values(row) for row in full]  # type: ignore[misc]
+    return conn.exec_driver_sql(compiled.string, full).rowcount
 
 
 def _ids(s: Session, hashes: Sequence[str]) -> dict[str, int]:
@@ -142,15 +218,29 @@ def reap_expired(db: Database, backoff_s: float = BACKOFF_S) -> tuple[int, int]:
 
 
 @retrying
-def claim(db: Database, worker: str, lease_seconds: float,
-          backoff_s: float = BACKOFF_S) -> Claim | None:
-    """Atomically take the next runnable job (teachers first), or None when there is none."""
+def claim(db: Database, worker: str | Callable[[int], str], lease_seconds: float,
+          backoff_s: float = BACKOFF_S, idle: int = 1, capacity: int = 1,
+          nodes: int = 1) -> Claim | None:
+    """Atomically take the next runnable job (teachers first), or None when there is none.
+
+    A worker with `capacity` devices, `idle` of them free now, considers only the jobs that
+    fit its capacity (`gpus <= capacity`), and takes the first of them only when it fits its
+    idle devices: while a wide job is first in line, no narrower one overtakes it here, so
+    freed devices gather until it fits (no starvation). `worker` may be a function of the
+    job's gpus giving the name to record (a group job's name lists its devices). Counts are
+    per machine: `gpus` is a job's devices on each of its `nodes` machines, and only a worker
+    whose Slurm allocation spans `nodes` machines or more (`nodes` here) takes it."""
     with db.write() as s:  # BEGIN IMMEDIATE on SQLite: claimers serialize here
         reap(s, backoff_s)
-        q = select(Job.id).where(_runnable()).order_by(Job.priority.desc(), Job.id).limit(1)
-        job_id = s.execute(_skip_locked(s, q)).scalar()
-        if job_id is None:
+        q = (select(Job.id, Job.gpus).where(_runnable(), Job.gpus <= capacity,
+                                            Job.nodes <= nodes)
+             .order_by(Job.priority.desc(), Job.id).limit(1))
+        first = s.execute(_skip_locked(s, q)).first()
+        if first is None or first.gpus > idle:
             return None
+        job_id = first.id
+        if callable(worker):
+            worker = worker(first.gpus)
         token = secrets.token_hex(16)
         n = s.execute(
             update(Job).where(Job.id == job_id, Job.state == "queued")
@@ -170,7 +260,7 @@ def claim(db: Database, worker: str, lease_seconds: float,
                 select(Result.checkpoint, Result.sha256).where(Result.job_id == job.depends_on_id)
             ).first() or (None, None)
         return Claim(job_id, token, job.attempts, job.config, job.run_dir, ckpt, job.label,
-                     checkpoint_records(s, job_id), teacher_sha)
+                     checkpoint_records(s, job_id), teacher_sha, job.gpus)
 
 
 def _fence(s: Session, c: Claim, **values: Any) -> None:
@@ -359,15 +449,75 @@ def counts(db: Database) -> dict[str, int]:
     return {state: n for state, n in rows}
 
 
-def has_runnable_or_running(db: Database) -> bool:
-    """Whether waiting can still produce work: something runnable later, or running now."""
+def has_runnable_or_running(db: Database, capacity: int | None = None, nodes: int = 1) -> bool:
+    """Whether waiting can still produce work: something runnable later, or running now.
+    With `capacity` (a worker's device count), jobs wider than it, and jobs waiting on such a
+    queued job, cannot run here and do not count; so do jobs over more machines than `nodes`."""
     with db.read() as s:
         dep = aliased(Job)
-        blocked_forever = exists().where(and_(dep.id == Job.depends_on_id,
-                                              dep.state.in_(("failed", "cancelled"))))
-        q = select(Job.id).where(or_(Job.state == "running",
-                                     and_(Job.state == "queued", ~blocked_forever))).limit(1)
+        never = dep.state.in_(("failed", "cancelled"))
+        if capacity is not None:
+            never = or_(never, and_(dep.state == "queued",
+                                    or_(dep.gpus > capacity, dep.nodes > nodes)))
+        blocked_forever = exists().where(and_(dep.id == Job.depends_on_id, never))
+        queued = and_(Job.state == "queued", ~blocked_forever)
+        if capacity is not None:
+            queued = and_(queued, Job.gpus <= capacity, Job.nodes <= nodes)
+        q = select(Job.id).where(or_(Job.state == "running", queued)).limit(1)
         return s.execute(q).first() is not None
+
+
+def has_waiting(db: Database, capacity: int = 1, nodes: int = 1) -> bool:
+    """Whether a job this worker could run is queued (runnable now or later, dependencies
+    aside): worth starting a training process ahead for."""
+    with db.read() as s:
+        q = select(Job.id).where(Job.state == "queued", Job.gpus <= capacity,
+                                 Job.nodes <= nodes).limit(1)
+        return s.execute(q).first() is not None
+
+
+WORKERS_SEEN_S = 86400.0  # a worker not seen for this long no longer counts (kdrun_workers)
+
+
+@retrying
+def worker_seen(db: Database, name: str, units: int) -> None:
+    """Record that worker `name` (host:pid) with `units` devices is alive now, and forget
+    workers not seen for WORKERS_SEEN_S."""
+    with db.write() as s:
+        now = s.execute(select(db_now())).scalar_one()
+        insert_ = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        s.execute(insert_(WorkerSeen).values(name=name, units=units, seen_at=now)
+                  .on_conflict_do_update(index_elements=["name"],
+                                         set_={"units": units, "seen_at": now}))
+        s.execute(delete(WorkerSeen).where(WorkerSeen.seen_at < now - WORKERS_SEEN_S))
+
+
+def too_wide(db: Database, units: int | None = None,
+             grid: str | None = None) -> tuple[int | None, list[tuple[int, int]]]:
+    """Queued jobs that need more devices than `units` (default: the largest worker seen in
+    the last WORKERS_SEEN_S; none when no worker was seen): (units, [(job id, gpus)])."""
+    with db.read() as s:
+        if units is None:
+            units = s.execute(select(func.max(WorkerSeen.units)).where(
+                WorkerSeen.seen_at >= db_now() - WORKERS_SEEN_S)).scalar()
+            if units is None:
+                return None, []
+        widest = s.execute(select(func.max(Job.gpus))).scalar()  # one index probe
+        if widest is None or widest <= units:
+            return units, []  # the usual answer, without reading the queue
+        q = select(Job.id, Job.gpus).where(Job.gpus > units, Job.state == "queued")
+        if grid:
+            q = q.where(Job.grid == grid)
+        return units, [(i, g) for i, g in s.execute(q.order_by(Job.id)).all()]
+
+
+def too_wide_text(wide: Sequence[tuple[int, int]], units: int,
+                  whose: str = "the largest worker seen", limit: int = 3) -> str:
+    """`job 12 needs 4 GPUs; the largest worker seen has 2` (a few jobs named, others
+    counted)."""
+    named = ", ".join(f"job {i} needs {g} GPUs" for i, g in wide[:limit])
+    more = f" (and {len(wide) - limit} more)" if len(wide) > limit else ""
+    return f"{named}{more}; {whose} has {units}"
 
 
 DEAD = ("failed", "cancelled")  # a job that depends on one of these can never run

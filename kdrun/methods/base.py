@@ -8,40 +8,32 @@ against the field names and types before anything is queued.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
+from kdrun.methods.catalog import MethodSpec, NoParams  # noqa: F401  (NoParams: re-export)
 from kdrun.params import build
-
-
-@dataclass
-class NoParams:
-    pass
-
 
 Components = dict[str, torch.Tensor]
 
 
-class Method(nn.Module):
-    name: ClassVar[str] = ""
-    Params: ClassVar[type] = NoParams
-    needs_teacher: ClassVar[bool] = True
-    # The loss sees nothing of the teacher but its logits, so cached logits can stand in for
-    # the teacher's forward (kdrun.train.teacher_cache). False for feature-based methods.
-    teacher_logits_only: ClassVar[bool] = True
-    # Augmented views of each image the loss needs, in order. More than one (mlkd: weak and
+class Method(MethodSpec, nn.Module):
+    """A loss module. Its name, Params, defaults and flags come from its spec
+    (kdrun.methods.catalog), which grids use without torch:
+    - needs_teacher; teacher_logits_only: the loss sees nothing of the teacher but its logits,
+      so cached logits can stand in for the teacher's forward (kdrun.train.teacher_cache);
+      False for feature-based methods."""
+
+    # views: augmented views of each image the loss needs, in order. More than one (mlkd: weak and
     # strong): the loader yields one batch per view (kdrun.data.views), the student and the
     # teacher run on each, and the loss gets each side's logits stacked along the batch
     # ([view 0; view 1; ...], targets repeated). Such a method must not use the teacher-logit
     # cache, which holds crop+flip views only: set teacher_logits_only False.
-    views: ClassVar[tuple[str, ...]] = ("weak",)
-    # The base applies a modifier (`+ls`) itself, to the terms its authors apply it to, via
-    # `self.modifier` (set by the composition); otherwise the composition transforms the
-    # logits before the base sees them.
-    applies_modifier: ClassVar[bool] = False
+    # applies_modifier: the base applies a modifier (`+ls`) itself, to the terms its authors
+    # apply it to, via `self.modifier` (set by the composition); otherwise the composition
+    # transforms the logits before the base sees them.
     # A method may own trainable parameters (ctkd's temperature module): every parameter of
     # the loss module joins the student's optimizer (same group and settings, as the authors'
     # code does) and its state_dict is saved in the training checkpoint, so resume is exact.
@@ -51,19 +43,9 @@ class Method(nn.Module):
         self.p = params if params is not None else build(self.Params, hparams, self.name)
         self.modifier: nn.Module | None = None  # see applies_modifier
 
-    @classmethod
-    def defaults(cls, *, teacher: str | None, student: str, dataset: str) -> dict[str, Any]:
-        """Defaults that depend on the pair or the dataset (e.g. DKD's per-pair beta)."""
-        return {}
-
     def prepare(self, num_classes: int) -> None:
         """Build what depends on the class count (ctkd's instance-wise module) before the
         trainer creates the optimizer."""
-
-    @classmethod
-    def check(cls, params: dict[str, Any], *, num_classes: int, where: str) -> None:
-        """Reject resolved hyperparameters that cannot work with the dataset's class count,
-        so a grid fails at enqueue instead of every job failing at run time."""
 
     def forward(
         self,

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
-
 import torch
 import torch.nn.functional as F
 
-from kdrun.errors import ConfigError, UserError
+from kdrun.errors import ConfigError
 from kdrun.methods.base import Method
+from kdrun.methods.catalog import CAKDParams, CAKDSpec  # noqa: F401  (re-export)
 from kdrun.methods.dkd import warmup_factor
 from kdrun.methods.functional import split_kl
 from kdrun.methods.registry import register
-
-
-@dataclass
-class CAKDParams:
-    T: float = 4.0
-    ce_weight: float = 1.0
-    w_bcd: float = 1.0
-    w_scd: float = 8.0
-    w_wcd: float = 8.0
-    strong_set: Literal["teacher_topk", "label"] = "teacher_topk"
-    top_k: int = 5
-    warmup: int = 20
-
-    def __post_init__(self) -> None:
-        if self.T <= 0 or self.top_k < 1 or self.warmup < 0:
-            raise ValueError("T must be > 0, top_k >= 1 and warmup >= 0")
 
 
 def strong_mask(teacher_logits, targets, rule: str, top_k: int) -> torch.Tensor:
@@ -43,7 +25,7 @@ def strong_mask(teacher_logits, targets, rule: str, top_k: int) -> torch.Tensor:
 
 
 @register
-class CAKD(Method):
+class CAKD(CAKDSpec, Method):
     """KL(pt || ps) = BCD + pt_S * SCD + pt_W * WCD holds exactly for any split of the classes into
     a strong set S and a weak set W (BCD: binary KL of the mass on S vs W; SCD / WCD: KL inside
     S / W, renormalized). CAKD replaces the teacher-dependent coefficients pt_S, pt_W by fixed
@@ -59,21 +41,6 @@ class CAKD(Method):
     - `top_k` = 5 (no published value), weights 1/8/8 (DKD's alpha/beta), T=4, ce_weight=1;
     - `warmup` = 20 epochs, borrowed from DKD whose weights these mirror (0 disables it).
     """
-
-    name = "cakd"
-    Params = CAKDParams
-
-    @classmethod
-    def defaults(cls, *, teacher, student, dataset):
-        # Reconstruction: ImageNet temperature and warm-up as DKD's.
-        return {"T": 1.0, "warmup": 1} if dataset == "imagenet" else {}
-
-    @classmethod
-    def check(cls, params: dict[str, Any], *, num_classes: int, where: str) -> None:
-        k = params["top_k"]
-        if params["strong_set"] == "teacher_topk" and not 1 <= k <= num_classes - 1:
-            raise UserError(f"{where}.cakd.top_k: {k} must be between 1 and {num_classes - 1} "
-                            f"(the dataset has {num_classes} classes)")
 
     def forward(self, student_logits, teacher_logits, targets, epoch=0):
         p = self.p

@@ -4,12 +4,11 @@ per sample by difficulty."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from kdrun.methods.catalog import CMKDParams, CMKDSpec
 from kdrun.methods.compose import AddOnMethod
 from kdrun.methods.dist import inter_intra
 from kdrun.methods.functional import pearson, standardize
@@ -17,29 +16,6 @@ from kdrun.methods.ranking import exact_rank, soft_rank
 from kdrun.methods.registry import register
 
 RANK_OPS = {"pairwise_sigmoid": soft_rank}
-
-
-@dataclass
-class CMKDParams:
-    T: float = 4.0
-    ce_weight: float = 1.0
-    beta: float = 2.0
-    gamma: float = 2.0
-    intra: bool = True
-    difficulty: Literal["teacher_entropy", "teacher_error", "disagreement"] = "teacher_entropy"
-    rank_op: Literal["pairwise_sigmoid"] = "pairwise_sigmoid"
-    rank_eps: float = 0.1
-    zscore: bool = True
-    teacher_rank: Literal["exact", "soft"] = "exact"
-    weighting: Literal["difficulty", "inverted", "fixed"] = "difficulty"
-    difficulty_norm: Literal["batch_rank", "none"] = "batch_rank"
-    spearman_weight: float = 0.5  # weighting="fixed": L = (1-w)*L_P + w*L_S
-
-    def __post_init__(self) -> None:
-        if self.T <= 0 or self.rank_eps <= 0:
-            raise ValueError("T and rank_eps must be > 0")
-        if not 0 <= self.spearman_weight <= 1:
-            raise ValueError("spearman_weight must be in [0, 1]")
 
 
 def difficulty(student_logits, teacher_logits, targets, measure: str) -> torch.Tensor:
@@ -73,7 +49,7 @@ def spearman_weight(d: torch.Tensor, p: CMKDParams) -> torch.Tensor:
 
 
 @register
-class CMKD(AddOnMethod):
+class CMKD(CMKDSpec, AddOnMethod):
     """`ce_weight*CE + T^2 * (beta * mean_b((1-w)*L_P + w*L_S) + gamma*intra)`, w from d.
 
     L_P = 1 - pearson(ps, pt) (DIST's inter term, p = softmax(z/T)) matches the teacher's
@@ -107,13 +83,6 @@ class CMKD(AddOnMethod):
       "none" with weighting "difficulty" is kdrun's earlier behaviour (w = raw d).
     Memory is O(B*C) via `ranking.soft_rank` (chunked, analytic backward).
     """
-
-    name = "cmkd"
-    Params = CMKDParams
-
-    @classmethod
-    def defaults(cls, *, teacher, student, dataset):
-        return {"T": 1.0} if dataset == "imagenet" else {}
 
     def spearman(self, student_logits, teacher_logits):
         """Per-sample `1 - pearson(soft ranks of zs, ranks of zt)`."""

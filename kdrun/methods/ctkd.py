@@ -29,36 +29,14 @@ is the batch mean of each sample's `T_i^2 * KL_i`. `temperature="fixed"` is plai
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kdrun.methods.base import Method
+from kdrun.methods.catalog import CTKDParams, CTKDSpec  # noqa: F401  (re-export)
 from kdrun.methods.registry import register
-
-
-@dataclass
-class CTKDParams:
-    T: float = 4.0
-    ce_weight: float = 0.1
-    kd_weight: float = 0.9
-    temperature: Literal["global", "instance", "fixed"] = "global"
-    t_start: float = 1.0
-    t_end: float = 20.0
-    grl_schedule: Literal["cosine", "linear"] = "cosine"
-    grl_max: float = 0.0
-    grl_min: float = -1.0
-    grl_loops: int = 10
-    hidden: int = 256
-
-    def __post_init__(self) -> None:
-        if self.T <= 0 or self.t_start <= 0 or self.t_end < 0:
-            raise ValueError("T and t_start must be > 0 and t_end >= 0")
-        if self.grl_loops < 1 or self.hidden < 1:
-            raise ValueError("grl_loops and hidden must be >= 1")
 
 
 class _Reverse(torch.autograd.Function):
@@ -88,11 +66,8 @@ def grl_lambda(epoch: int, schedule: str, high: float, low: float, loops: int) -
 
 
 @register
-class CTKD(Method):
+class CTKD(CTKDSpec, Method):
     """KD at a learnable, adversarially trained temperature (see the module docstring)."""
-
-    name = "ctkd"
-    Params = CTKDParams
 
     def __init__(self, params=None, **hparams) -> None:
         super().__init__(params, **hparams)
@@ -104,13 +79,6 @@ class CTKD(Method):
         if self.p.temperature == "instance" and self.mlp is None:
             self.mlp = nn.Sequential(nn.Linear(2 * num_classes, self.p.hidden), nn.ReLU(),
                                      nn.Linear(self.p.hidden, 1))
-
-    @classmethod
-    def defaults(cls, *, teacher, student, dataset):
-        # The authors' ImageNet script (run_imagenet_distill.sh): -r 1 -a 1, GRL over 5 epochs.
-        if dataset == "imagenet":
-            return {"ce_weight": 1.0, "kd_weight": 1.0, "grl_loops": 5}
-        return {}
 
     def temperature(self, zs: torch.Tensor, zt: torch.Tensor, epoch: int) -> torch.Tensor:
         """`[1]` (global/fixed) or `[B, 1]` (instance) temperatures for this step."""

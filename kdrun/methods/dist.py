@@ -4,21 +4,12 @@ tolerant than KL when the teacher is much stronger than the student."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 
 from kdrun.methods.base import Method
+from kdrun.methods.catalog import DISTParams, DISTSpec  # noqa: F401  (re-export)
 from kdrun.methods.functional import pearson
 from kdrun.methods.registry import register
-
-
-@dataclass
-class DISTParams:
-    T: float = 4.0
-    ce_weight: float = 1.0
-    beta: float = 2.0
-    gamma: float = 2.0
 
 
 def inter_intra(student_logits, teacher_logits, T: float):
@@ -30,15 +21,8 @@ def inter_intra(student_logits, teacher_logits, T: float):
 
 
 @register
-class DIST(Method):
+class DIST(DISTSpec, Method):
     """`ce_weight*CE + T^2 * (beta*inter + gamma*intra)`; CIFAR-100 defaults, ImageNet T=1."""
-
-    name = "dist"
-    Params = DISTParams
-
-    @classmethod
-    def defaults(cls, *, teacher, student, dataset):
-        return {"T": 1.0} if dataset == "imagenet" else {}
 
     def forward(self, student_logits, teacher_logits, targets, epoch=0):
         p = self.p

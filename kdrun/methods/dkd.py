@@ -3,43 +3,17 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 
 from kdrun.methods.base import Method
+from kdrun.methods.catalog import (  # noqa: F401  (re-exports)
+    CIFAR_BETA,
+    IMAGENET_BETA,
+    DKDParams,
+    DKDSpec,
+)
 from kdrun.methods.functional import split_kl
 from kdrun.methods.registry import register
-
-
-@dataclass
-class DKDParams:
-    T: float = 4.0
-    ce_weight: float = 1.0
-    alpha: float = 1.0
-    beta: float = 8.0
-    warmup: int = 20
-
-    def __post_init__(self) -> None:
-        if self.T <= 0 or self.warmup < 0:
-            raise ValueError("T must be > 0 and warmup >= 0")
-
-
-def _key(arch: str | None) -> str:
-    return re.sub(r"[^a-z0-9]", "", (arch or "").lower())
-
-
-# mdistiller's per-pair beta (teacher, student); every other pair keeps the default 8.
-CIFAR_BETA = {
-    ("resnet56", "resnet20"): 2.0,
-    ("resnet110", "resnet32"): 2.0,
-    ("vgg13", "vgg8"): 6.0,
-    ("vgg13", "mobilenetv2"): 6.0,
-    ("wrn402", "wrn162"): 6.0,
-    ("wrn402", "wrn401"): 6.0,
-}
-IMAGENET_BETA = {("resnet34", "resnet18"): 0.5, ("resnet50", "mobilenetv1"): 2.0}
 
 
 def warmup_factor(epoch: int, warmup: int) -> float:
@@ -48,25 +22,12 @@ def warmup_factor(epoch: int, warmup: int) -> float:
 
 
 @register
-class DKD(Method):
+class DKD(DKDSpec, Method):
     """`ce_weight*CE + min(epoch/warmup, 1) * T^2 * (alpha*TCKD + beta*NCKD)`.
 
     `epoch` counts from 1, as in kdrun's trainer and mdistiller: the first epoch has weight
     1/warmup. Model names are matched ignoring case and `_`/`-` (`wrn_40_2` = `WRN-40-2`).
     """
-
-    name = "dkd"
-    Params = DKDParams
-
-    @classmethod
-    def defaults(cls, *, teacher, student, dataset):
-        pair = (_key(teacher), _key(student))
-        imagenet = dataset == "imagenet"
-        out: dict = {"T": 1.0, "warmup": 1} if imagenet else {}
-        betas = IMAGENET_BETA if imagenet else CIFAR_BETA
-        if pair in betas:
-            out["beta"] = betas[pair]
-        return out
 
     def forward(self, student_logits, teacher_logits, targets, epoch=0):
         p = self.p

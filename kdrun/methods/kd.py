@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 
 from kdrun.methods.base import Method
+from kdrun.methods.catalog import KDParams, KDSpec  # noqa: F401  (KDParams: re-export)
 from kdrun.methods.registry import register
 
 
@@ -17,23 +16,8 @@ def kl_div(student_logits, teacher_logits, T: float):
     return (log_pt.exp() * (log_pt - log_ps)).sum(1).mean()
 
 
-@dataclass
-class KDParams:
-    T: float = 4.0
-    ce_weight: float = 0.1
-    kd_weight: float = 0.9
-
-
 @register
-class KD(Method):
-    name = "kd"
-    Params = KDParams
-
-    @classmethod
-    def defaults(cls, *, teacher, student, dataset):
-        # mdistiller: CIFAR-100 T=4, 0.1/0.9; ImageNet T=1, 0.5/0.5.
-        return {"T": 1.0, "ce_weight": 0.5, "kd_weight": 0.5} if dataset == "imagenet" else {}
-
+class KD(KDSpec, Method):
     def forward(self, student_logits, teacher_logits, targets, epoch=0):
         p = self.p
         ce = F.cross_entropy(student_logits, targets)

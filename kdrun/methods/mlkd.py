@@ -26,31 +26,12 @@ authors' `MLKD.py` adds logit standardization), with `p = softmax(z / t)`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 
 from kdrun.methods.base import Method
+from kdrun.methods.catalog import MLKDParams, MLKDSpec  # noqa: F401  (re-export)
 from kdrun.methods.registry import register
-
-
-@dataclass
-class MLKDParams:
-    T: float = 4.0
-    ce_weight: float = 0.1
-    kd_weight: float = 0.9
-    temperatures: list[float] = field(default_factory=lambda: [3.0, 5.0, 2.0, 6.0])
-    weak_in_strong: int = 2  # the last N temperatures of the strong KD sum use the weak view
-    quantile: float = 0.5  # the confidence threshold: np.percentile(confidence, 50)
-
-    def __post_init__(self) -> None:
-        if self.T <= 0 or any(t <= 0 for t in self.temperatures):
-            raise ValueError("T and every temperature must be > 0")
-        if not 0 <= self.quantile <= 1:
-            raise ValueError("quantile must be in [0, 1]")
-        if not 0 <= self.weak_in_strong <= len(self.temperatures) + 1:
-            raise ValueError("weak_in_strong must be between 0 and the number of temperatures")
 
 
 def kd_term(zs: torch.Tensor, zt: torch.Tensor, t: float) -> torch.Tensor:
@@ -69,19 +50,8 @@ def batch_term(zs: torch.Tensor, zt: torch.Tensor, t: float) -> torch.Tensor:
 
 
 @register
-class MLKD(Method):
+class MLKD(MLKDSpec, Method):
     """Instance-, class- and batch-level alignment over five temperatures and two views."""
-
-    name = "mlkd"
-    Params = MLKDParams
-    views = ("weak", "strong")
-    teacher_logits_only = False  # the teacher runs on strong views the cache cannot hold
-    applies_modifier = True
-
-    @classmethod
-    def defaults(cls, *, teacher, student, dataset):
-        # Their ImageNet config (KD_ours): T 1, CE 0.5, KD 0.5.
-        return {"T": 1.0, "ce_weight": 0.5, "kd_weight": 0.5} if dataset == "imagenet" else {}
 
     def masks(self, zt_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Kept fraction of samples and of classes (confidence <= the median)."""

@@ -1,31 +1,51 @@
-"""Method registry: names as written in a grid -> method classes (timm-style).
+"""Method registry: names as written in a grid -> method specs and loss classes (timm-style).
 
 Besides the registered names, composed names `<method>[+<modifier>][+<add-on>]` (`kd+ls`,
 `kd+rkkd`, `dkd+ls+rkkd`) resolve to a class built on first use; see `compose.py`.
+
+Two tables: the specs (kdrun.methods.catalog: names, hyperparameters, defaults; no torch),
+which validate and resolve a grid's methods, and the loss classes (`get`, `create`), whose
+modules import torch and are loaded only when a loss is wanted.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from kdrun.errors import UserError
-from kdrun.methods.base import Method
-from kdrun.methods.compose import AddOnMethod, Composite, Modifier, make_composite
+from kdrun.methods import catalog
+from kdrun.methods.catalog import CompositeSpec, MethodSpec, ModifierSpec
 from kdrun.params import as_dict, build
 
-_METHODS: dict[str, type[Method]] = {}
-_MODIFIERS: dict[str, type[Modifier]] = {}
-_COMPOSED: dict[str, type[Composite]] = {}
+if TYPE_CHECKING:
+    from kdrun.methods.base import Method
+
+# specs by name (what grids see)
+_METHODS: dict[str, type[MethodSpec]] = {c.name: c for c in catalog.METHODS}
+_MODIFIERS: dict[str, type[ModifierSpec]] = {c.name: c for c in catalog.MODIFIERS}
+_COMPOSED: dict[str, type[CompositeSpec]] = {}
+# loss classes by name (what trainers get): filled as their modules register them
+_LOSSES: dict[str, type] = {}
+_LOSS_COMPOSED: dict[str, type] = {}
 GRAMMAR = "<method>[+<modifier>][+<add-on>]"
 
 
 def register(cls: type) -> type:
-    """Class decorator for a Method or a Modifier."""
-    table: dict[str, Any] = _MODIFIERS if issubclass(cls, Modifier) else _METHODS
-    if not cls.name or "+" in cls.name or cls.name in _METHODS or cls.name in _MODIFIERS:
+    """Class decorator for a Method or a Modifier: its loss class. kdrun's own subclass their
+    spec in kdrun.methods.catalog (so grids need no torch); a class registered under a new
+    name (a plugin) is its own spec, known once its module is imported."""
+    if not cls.name or "+" in cls.name or cls.name in _LOSSES:
         raise ValueError(f"method name {cls.name!r} is empty, has '+' or is already registered")
-    table[cls.name] = cls
+    spec = _MODIFIERS.get(cls.name) or _METHODS.get(cls.name)
+    if spec is None:
+        table: dict[str, Any] = _MODIFIERS if issubclass(cls, ModifierSpec) else _METHODS
+        table[cls.name] = spec = cls
+    if not issubclass(cls, spec):
+        raise ValueError(f"method {cls.name!r} must subclass its spec {spec.__name__} "
+                         "(kdrun.methods.catalog)")
+    _LOSSES[cls.name] = cls
     return cls
 
 
@@ -39,7 +59,7 @@ def _bases() -> list[str]:
 
 
 def _addons() -> list[str]:
-    return sorted(n for n, c in _METHODS.items() if issubclass(c, AddOnMethod))
+    return sorted(n for n, c in _METHODS.items() if issubclass(c, catalog.AddOnSpec))
 
 
 def _composed_names() -> list[str]:
@@ -64,25 +84,29 @@ def _grammar_help() -> str:
     )
 
 
-def _compose(name: str) -> type[Composite]:
-    if name in _COMPOSED:
-        return _COMPOSED[name]
+def _parts(name: str) -> tuple[str, str | None, str | None]:
+    """(base, modifier, add-on) of a composed name, or a UserError naming the grammar."""
     base, *rest = name.split("+")
     if base not in _bases():
         raise UserError(f"unknown method {name!r}: {base!r} cannot be a base; {_grammar_help()}")
-    mod = _MODIFIERS[rest.pop(0)] if rest and rest[0] in _MODIFIERS else None
+    mod = rest.pop(0) if rest and rest[0] in _MODIFIERS else None
     addon = None
     if rest and rest[0] in _addons() and rest[0] != base:
-        addon = _METHODS[rest.pop(0)]
+        addon = rest.pop(0)
     if rest:
         raise UserError(f"unknown method {name!r}: unexpected {rest[0]!r}; {_grammar_help()}")
-    _COMPOSED[name] = make_composite(name, _METHODS[base], mod, addon)
-    return _COMPOSED[name]
+    return base, mod, addon
 
 
-def get(name: str) -> type[Method]:
+def spec(name: str) -> type[MethodSpec]:
+    """The spec of a method or composition: hyperparameters, defaults, checks (no torch)."""
     if "+" in name:
-        return _compose(name)
+        if name not in _COMPOSED:
+            base, mod, addon = _parts(name)
+            _COMPOSED[name] = catalog.make_spec(
+                name, _METHODS[base], _MODIFIERS[mod] if mod else None,
+                _METHODS[addon] if addon else None)
+        return _COMPOSED[name]
     if name in _MODIFIERS:
         raise UserError(f"{name!r} modifies another method: use it as e.g. 'kd+{name}'")
     try:
@@ -92,6 +116,26 @@ def get(name: str) -> type[Method]:
             f"unknown method {name!r}; valid methods: {', '.join(available())}"
         ) from None
 
+
+def _loss(name: str) -> type:
+    """The loss class of a registered (not composed) name, importing its module."""
+    if name not in _LOSSES:
+        importlib.import_module(f"kdrun.methods.{catalog.MODULES[name]}")
+    return _LOSSES[name]
+
+
+def get(name: str) -> type[Method]:
+    """The loss class (an nn.Module) of a method or composition; imports torch."""
+    s = spec(name)  # unknown names: the same errors as a grid gets
+    if not issubclass(s, CompositeSpec):
+        return _loss(name)
+    if name not in _LOSS_COMPOSED:
+        from kdrun.methods.compose import make_composite
+
+        base, mod, addon = (c and _loss(c.name) for c in (s.base_cls, s.modifier_cls,
+                                                          s.addon_cls))
+        _LOSS_COMPOSED[name] = make_composite(name, base, mod, addon)
+    return _LOSS_COMPOSED[name]
 
 
 def resolve(
@@ -107,8 +151,8 @@ def resolve(
 
     For a composed name the result is nested per part: `{"kd": {...}, "rkkd": {...}}`.
     """
-    cls = get(name)
-    if issubclass(cls, Composite):
+    cls = spec(name)
+    if issubclass(cls, CompositeSpec):
         parts = cls.resolve_parts(
             hparams, teacher=teacher, student=student, dataset=dataset, where=where
         )
@@ -119,17 +163,17 @@ def resolve(
 
 def check(name: str, params: dict[str, Any], *, num_classes: int, where: str = "method") -> None:
     """Raise UserError when resolved hyperparameters do not fit a dataset of `num_classes`."""
-    get(name).check(params, num_classes=num_classes, where=where)
+    spec(name).check(params, num_classes=num_classes, where=where)
 
 
 def needs_teacher(name: str) -> bool:
-    return get(name).needs_teacher
+    return spec(name).needs_teacher
 
 
 def create(name: str, **hparams: Any) -> Method:
     """A ready loss module, e.g. `create("kd", T=4)` or `create("kd+rkkd", kd={"T": 4})`;
     usable in any training loop."""
     cls = get(name)
-    if issubclass(cls, Composite):
+    if issubclass(cls, CompositeSpec):
         return cls(**hparams)
     return cls(build(cls.Params, hparams, name))

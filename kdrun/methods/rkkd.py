@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch.nn.functional as F
 
+from kdrun.methods.catalog import RKKDParams, RKKDSpec  # noqa: F401  (re-export)
 from kdrun.methods.compose import AddOnMethod
 from kdrun.methods.ranking import kendall_tau
 from kdrun.methods.registry import register
 
 
-@dataclass
-class RKKDParams:
-    k: float = 100.0
-    weight: float = 1.0
-    ce_weight: float = 1.0
-    form: Literal["tanh", "sigmoid", "sign_teacher"] = "tanh"
-    channels: Literal["all", "top", "bottom"] = "all"
-    channel_frac: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.k <= 0 or not 0 < self.channel_frac <= 1:
-            raise ValueError("k must be > 0 and channel_frac in (0, 1]")
-
-
 @register
-class RKKD(AddOnMethod):
+class RKKD(RKKDSpec, AddOnMethod):
     """`ce_weight*CE + weight * (1 - mean_batch tau(zs, zt))` on raw logits (no softmax, no T),
 
         tau = 2/(C(C-1)) * sum_{i<j} f(k*(zs_i - zs_j)) * g(k*(zt_i - zt_j)),
@@ -49,13 +33,6 @@ class RKKD(AddOnMethod):
     it is 0 exactly only in the limit of large k for an order-preserving student.
     Memory is O(B*C) via `ranking.kendall_tau` (chunked, analytic backward).
     """
-
-    name = "rkkd"
-    Params = RKKDParams
-
-    @classmethod
-    def addon_defaults(cls, base, base_params):
-        return {"weight": base_params["kd_weight"]} if "kd_weight" in base_params else {}
 
     def tau(self, student_logits, teacher_logits):
         p = self.p

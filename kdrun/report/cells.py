@@ -20,10 +20,9 @@ PENDING = ("queued", "blocked", "running", "failed", "cancelled")
 
 def with_blocked(df: pd.DataFrame) -> pd.Series:
     """Job states with `blocked` for queued jobs whose teacher's job failed or was cancelled."""
-    state_of = dict(zip(df["hash"], df["state"], strict=True))
-    dead = pd.Series([state_of.get(h) in ("failed", "cancelled") for h in df["teacher_job"]],
-                     index=df.index, dtype=bool)
-    return df["state"].where(~((df["state"] == "queued") & dead), "blocked")
+    gone = set(df.loc[df["state"].isin(("failed", "cancelled")), "hash"])
+    dead = df["teacher_job"].isin(gone) & (df["state"] == "queued")  # vectorised: 100k jobs
+    return df["state"].where(~dead, "blocked")
 
 
 def states(jobs: pd.DataFrame) -> dict[str, int]:

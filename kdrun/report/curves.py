@@ -31,7 +31,9 @@ def quantities(epochs: pd.DataFrame) -> list[str]:
     return have + comps
 
 
-def _series(df: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+def series_jobs(df: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Each curve's key (dataset, series, teacher, student, row) and its jobs: the student
+    trained alone per label, then each pair's methods in the papers' order."""
     out = []
     ps = P.pairs(df)
     titles = P.columns(ps)
@@ -51,34 +53,42 @@ def _series(df: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
     return out
 
 
-def long_table(df: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+def long_table(df: pd.DataFrame, epochs: pd.DataFrame,
+               series: list[tuple[dict[str, Any], pd.DataFrame]] | None = None) -> pd.DataFrame:
     """Mean, sample std (n-1) and n over seeds of every quantity at every epoch of every
-    series: one vectorised group-by per series (millions of epoch rows at scale)."""
+    series: one vectorised group-by over (series, epoch) for millions of epoch rows.
+    Ordered by series, then epoch, then quantity."""
+    series = series_jobs(df) if series is None else series
     qs = quantities(epochs)
-    out = []
-    values = epochs[["job_id", "epoch"]].copy()
-    for q in qs:
-        values[q] = pd.to_numeric(epochs[q], errors="coerce").astype(float)
-    for key, jobs in _series(df):
-        ep = values[values["job_id"].isin(set(jobs["job_id"]))]
-        if ep.empty:
-            continue
-        agg = ep.groupby("epoch")[qs].agg(["mean", "std", "count"])
-        for q in qs:
-            part = agg[q]
-            part = part[part["count"] > 0]
-            out.append(pd.DataFrame({**key, "quantity": q, "epoch": part.index.astype(int),
-                                     "mean": part["mean"].to_numpy(),
-                                     "std": part["std"].to_numpy(),
-                                     "n": part["count"].astype(int).to_numpy()}))
-    if not out:
+    if not series or not qs or epochs.empty:
         return pd.DataFrame(columns=LONG_COLS)
-    long = pd.concat(out, ignore_index=True)[LONG_COLS]
-    order = {q: i for i, q in enumerate(qs)}  # series, then epoch, then quantity (as before)
-    key = long["quantity"].map(order)
-    run = (long[["series", "row"]] != long[["series", "row"]].shift()).any(axis=1).cumsum()
-    return long.assign(_r=run, _q=key).sort_values(["_r", "epoch", "_q"], kind="stable") \
-        .drop(columns=["_r", "_q"]).reset_index(drop=True)
+    # a job is in one series at most (one dataset, teacher, student and label)
+    number = {j: i for i, (_, jobs) in enumerate(series) for j in jobs["job_id"]}
+    values = epochs[["epoch", *qs]].assign(_s=epochs["job_id"].map(number))
+    values = values[values["_s"].notna()].astype({"_s": int})
+    if values.empty:
+        return pd.DataFrame(columns=LONG_COLS)
+    agg = values.groupby(["_s", "epoch"])[qs].agg(["mean", "std", "count"])
+    parts = []
+    for i, q in enumerate(qs):
+        part = agg[q][agg[q]["count"] > 0]
+        parts.append(pd.DataFrame({
+            "_s": part.index.get_level_values("_s"), "_q": i, "quantity": q,
+            "epoch": part.index.get_level_values("epoch").astype(int),
+            "mean": part["mean"].to_numpy(), "std": part["std"].to_numpy(),
+            "n": part["count"].astype(int).to_numpy()}))
+    long = pd.concat(parts, ignore_index=True).sort_values(["_s", "epoch", "_q"],
+                                                           kind="stable", ignore_index=True)
+    keys = pd.DataFrame([key for key, _ in series])
+    for col in ("dataset", "series", "teacher", "student", "row"):
+        long[col] = keys[col].to_numpy()[long["_s"].to_numpy()]
+    return long[LONG_COLS]
+
+
+def epochs_run(series: list[tuple[dict[str, Any], pd.DataFrame]]) -> list[int]:
+    """Every epoch some job of a series has recorded (its rows are 1..epochs_done)."""
+    done = [int(d) for _, jobs in series for d in jobs["epochs_done"].dropna()]
+    return list(range(1, max(done) + 1)) if done and max(done) > 0 else []
 
 
 def shown_epochs(all_epochs: list[int], k: int = SHOWN_EPOCHS) -> list[int]:
@@ -89,37 +99,47 @@ def shown_epochs(all_epochs: list[int], k: int = SHOWN_EPOCHS) -> list[int]:
     return [all_epochs[i] for i in idx]
 
 
-def build(df: pd.DataFrame, epochs: pd.DataFrame) -> Report:
-    long = long_table(df, epochs)
+def build(df: pd.DataFrame, epochs: pd.DataFrame, shown: list[int] | None = None,
+          series: list[tuple[dict[str, Any], pd.DataFrame]] | None = None) -> Report:
+    """The curves report. `shown`: the epochs the terminal view shows (`shown_epochs` of
+    `epochs_run`), when `epochs` holds only those (the long form then has only them too).
+    `series`: `series_jobs(df)` when the caller has it already."""
+    series = series_jobs(df) if series is None else series
+    long = long_table(df, epochs, series)
     title = "per-epoch curves, mean ± std over seeds"
     notes: list[str] = []
     if long.empty:
         return Report("curves", title, long, pd.DataFrame(), notes=["no epochs recorded yet"])
-    eps = shown_epochs(sorted(set(long["epoch"])))
+    if shown is None:
+        run = sorted(set(long["epoch"]))
+        n_varies = bool((long["n"].groupby([long["series"], long["row"]]).nunique() > 1).any())
+    else:  # only the shown epochs were read: the rest from each job's last epoch
+        run = epochs_run(series)
+        n_varies = any(jobs.loc[jobs["epochs_done"] > 0, "epochs_done"].nunique() > 1
+                       for _, jobs in series)
+    eps = shown_epochs(run) if shown is None else shown
     notes.append("shown: test top-1 and the training loss with its components; "
                  "--format csv/json also has test top-5, train top-1 and lr")
-    if len(eps) < long["epoch"].nunique():
-        notes.append(f"showing {len(eps)} of {long['epoch'].nunique()} epochs; "
+    if len(eps) < len(run):
+        notes.append(f"showing {len(eps)} of {len(run)} epochs; "
                      "--format csv/json has every epoch")
-    states = {(k["series"], k["row"]): cells.states(j) for k, j in _series(df)}
+    states = {(k["series"], k["row"]): cells.states(j) for k, j in series}
+    view = long[long["epoch"].isin(eps) & (long["quantity"].isin(DISPLAYED)
+                                           | long["quantity"].str.startswith("loss."))]
     text: dict[str, dict[str, str]] = {}
-    for (series, row), grp in long.groupby(["series", "row"], sort=False):
-        st = states[(series, row)]
+    for (name, row), grp in view.groupby(["series", "row"], sort=False):
+        st = states[(name, row)]
         done = st["total"] - sum(st[s] for s in cells.PENDING)
         tag = "" if done == st["total"] else (
             f" ({cells.pending_text({'n': done, **st})})")
-        for q in dict.fromkeys(grp["quantity"]):
-            if q not in DISPLAYED and not q.startswith("loss."):
-                continue
+        for q, recs in grp.groupby("quantity", sort=False):
             digits = 4 if q == "lr" else (2 if "top" in q else 3)
-            recs = grp[grp["quantity"] == q]
-            text[f"{series} · {row}{tag} · {q}"] = {
-                f"ep {r['epoch']}": _cell(r, digits) for r in recs.to_dict("records")
-                if r["epoch"] in eps}
+            text[f"{name} · {row}{tag} · {q}"] = {
+                f"ep {r['epoch']}": _cell(r, digits) for r in recs.to_dict("records")}
     wide = pd.DataFrame.from_dict(text, orient="index").reindex(columns=[f"ep {e}" for e in eps])
     wide = wide.fillna("")
     wide.index.name = "series · method · quantity"
-    if (long["n"].groupby([long["series"], long["row"]]).nunique() > 1).any():
+    if n_varies:
         notes.append("n varies along a curve where seeds have run different numbers of epochs")
     return Report("curves", title, long, wide, notes=notes)
 

@@ -17,17 +17,25 @@ from kdrun.report import pairs as P
 UNRECORDED = "not recorded"  # results from before kdrun recorded switches
 
 
-def compute_label(switches: object) -> str:
-    """Device and arithmetic in a few words: `cuda, bf16, channels_last, compile`."""
+def compute_label(switches: object, gpus: int = 1) -> str:
+    """Device and arithmetic in a few words: `cuda, bf16, channels_last, compile`, and
+    `gpus=4 (DDP)` for a job trained on several devices (per-replica BatchNorm)."""
     if not isinstance(switches, dict) or "device" not in switches:
         return UNRECORDED
     parts = [str(switches["device"]), "bf16" if switches.get("amp") == "bf16" else "fp32"]
     parts += [name for name in ("channels_last", "compile") if switches.get(name)]
+    if gpus > 1:
+        parts.append(f"gpus={gpus} (DDP)")
     if switches.get("decode") == "cuda":
         parts.append("JPEGs decoded on the GPU")
     if switches.get("earlier"):
         parts.append("after epochs computed otherwise")
     return ", ".join(parts)
+
+
+def _gpus(recipe: object) -> int:
+    """A job's recipe.gpus (1 for jobs from before multi-GPU jobs)."""
+    return int(recipe.get("gpus", 1)) if isinstance(recipe, dict) else 1
 
 
 def teacher_label(switches: object) -> str:
@@ -70,7 +78,10 @@ def note(finished: pd.DataFrame, limit: int = 3) -> list[str]:
     run when they differ; nothing when no job recorded its switches."""
     if finished.empty or "switches" not in finished:
         return []
-    compute = finished["switches"].map(compute_label)
+    recipes = finished["recipe"] if "recipe" in finished else [None] * len(finished)
+    compute = pd.Series([compute_label(sw, _gpus(r))
+                         for sw, r in zip(finished["switches"], recipes, strict=True)],
+                        index=finished.index, dtype=object)
     if (compute == UNRECORDED).all():
         return []
     distilled = finished["teacher"].notna() & (finished["kind"] == "student")

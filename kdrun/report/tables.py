@@ -10,7 +10,7 @@ from kdrun.db.engine import Database
 from kdrun.errors import UserError
 from kdrun.report import accuracy, agreement, curves, delta, diminishing, metrics
 from kdrun.report.filters import Filters
-from kdrun.report.load import load_epochs, load_jobs
+from kdrun.report.load import component_names, load_epochs, load_jobs
 from kdrun.report.table import Report
 
 TABLES = ("top1", "top5", "delta", "diminishing", "agreement", "curves")
@@ -47,10 +47,20 @@ def build_from(name: str, jobs: pd.DataFrame, epochs: pd.DataFrame | None,
 
 
 def build(name: str, db: Database, filters: Filters | None = None,
-          opts: Options | None = None) -> Report:
+          opts: Options | None = None, long: bool = True) -> Report:
+    """Table `name` from the database. `long=False`: only the formatted table is wanted
+    (terminal, Markdown, LaTeX), so `curves` reads just the epochs it shows, not millions."""
     if name not in TABLES:
         raise UserError(f"--table {name!r}: valid tables are {', '.join(TABLES)}")
     opts = opts or Options()
     jobs = (filters or Filters()).apply(load_jobs(db))
+    if name == "curves" and not long:
+        series = curves.series_jobs(jobs)
+        shown = curves.shown_epochs(curves.epochs_run(series))
+        # the loss components of one job per curve: likely every name (load_epochs checks)
+        first = [int(members["job_id"].iloc[0]) for _, members in series if len(members)]
+        epochs = load_epochs(db, jobs["job_id"], shown, columns=curves.DISPLAYED,
+                             likely=component_names(db, first, shown))
+        return curves.build(jobs, epochs, shown, series)
     epochs = load_epochs(db, jobs["job_id"]) if needs_epochs(name, opts.metric) else None
     return build_from(name, jobs, epochs, opts)

@@ -46,9 +46,8 @@ class PilotSpec:
             raise UserError(f"--workers {self.workers}: must be at least 1")
         if self.gpus_per_worker < 0:
             raise UserError(f"--gpus-per-worker {self.gpus_per_worker}: must be 0 (CPU) or more")
-        if self.nodes_per_worker != 1:
-            raise UserError(f"--nodes-per-worker {self.nodes_per_worker}: only 1 is supported "
-                            "until kdrun runs multi-GPU (DDP) jobs; use --gpus-per-worker")
+        if self.nodes_per_worker < 1:
+            raise UserError(f"--nodes-per-worker {self.nodes_per_worker}: must be at least 1")
         if self.max_running is not None and self.max_running < 1:
             raise UserError(f"--max-running {self.max_running}: must be at least 1")
         if self.grace_s < 0 or (self.stop_within_s or 0) < 0 or self.idle_exit_s < 0:
@@ -74,11 +73,17 @@ def kdrun_command() -> str:
 def render(spec: PilotSpec, runs_dir: Path, data_dir: Path, output: Path) -> str:
     """The sbatch script; `output`: the folder for the pilots' own logs."""
     array = f"0-{spec.workers - 1}" + (f"%{spec.max_running}" if spec.max_running else "")
+    # Over several nodes the worker runs on the first and starts a multi-node job's ranks
+    # with srun (kdrun.worker.ranks), one task per GPU of each node: the allocation must hold
+    # that many tasks per node, and the GPUs of every node.
+    multi = spec.nodes_per_worker > 1
+    tasks = max(spec.gpus_per_worker, 1) if multi else 1
     directives = [f"--job-name={spec.name}", f"--array={array}",
-                  f"--nodes={spec.nodes_per_worker}", "--ntasks-per-node=1",
+                  f"--nodes={spec.nodes_per_worker}", f"--ntasks-per-node={tasks}",
                   f"--output={output / 'pilot-%A_%a.out'}", "--open-mode=append", "--requeue"]
     if spec.gpus_per_worker:
-        directives.append(f"--gres=gpu:{spec.gpus_per_worker}")
+        directives.append(f"--gpus-per-node={spec.gpus_per_worker}" if multi
+                          else f"--gres=gpu:{spec.gpus_per_worker}")
     if spec.cpus_per_worker:
         directives.append(f"--cpus-per-task={spec.cpus_per_worker}")
     if spec.time:

@@ -3,15 +3,17 @@ about a job), read back when the job resumes, by `kdrun show`, the HTML report a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import select
 
 from kdrun.db.clock import db_now
 from kdrun.db.engine import Database, retrying
 from kdrun.db.models import EpochMetric, Job, TrackerRun
 from kdrun.db.queue import LeaseLost
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FIELDS = ("tracker", "run_id", "name", "project", "url", "path")
 COLUMNS = ["job_id", *FIELDS, "created_at", "updated_at"]
@@ -66,6 +68,8 @@ def describe(rec: dict[str, Any]) -> str:
 
 def frame(db: Database, job_ids: list[int] | None = None) -> pd.DataFrame:
     """Every job's tracker runs as a DataFrame (COLUMNS), for reports and `kdrun.api`."""
+    import pandas as pd  # here: the worker's supervisor imports this module, not pandas
+
     q = select(TrackerRun).order_by(TrackerRun.job_id, TrackerRun.tracker)
     with db.read() as s:
         recs = []

@@ -1,11 +1,22 @@
-"""Evaluation: top-1/top-5 accuracy, and how closely a student follows its teacher."""
+"""Evaluation: top-1/top-5 accuracy, and how closely a student follows its teacher.
+
+Under DDP each rank predicts its contiguous run of whole eval batches (kdrun.data.shards)
+and `predict_shards` gathers every rank's logits in order: each image once, in the batch it
+has in a single process, so the metrics are computed once over exactly the single-process
+logits (no DistributedSampler padding counted twice).
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    from kdrun.train.ddp import Dist
 
 
 @torch.inference_mode()
@@ -19,6 +30,17 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device):
         ys.append(y)
     model.train(was_training)
     return torch.cat(outs).cpu(), torch.cat(ys).cpu()  # a device loader yields labels on the GPU
+
+
+def predict_shards(model: nn.Module, loader: DataLoader, device: torch.device, dist: Dist,
+                   counts: list[int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`predict` over the whole split from this rank's shard (`loader`, counts[rank] images;
+    rank r holds counts[r]); every rank gets all of it, on the CPU."""
+    if counts[dist.rank]:
+        logits, y = predict(model, loader, device)
+    else:  # more ranks than eval batches: this one has none
+        logits, y = torch.zeros(0, num_classes), torch.zeros(0, dtype=torch.int64)
+    return dist.gather_rows(logits, counts), dist.gather_rows(y, counts)
 
 
 def topk(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[float]:

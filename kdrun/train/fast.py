@@ -13,7 +13,8 @@ the plain fp32 eager one, bit for bit.
   "reduce-overhead" mode, i.e. replayed as CUDA graphs, which removes the per-kernel launch
   cost that dominates small CIFAR models at batch 64. Only the recipe's batch size is
   compiled; the one smaller batch at the end of an epoch runs eagerly instead of costing a
-  second compilation. Evaluation runs the eager module.
+  second compilation. Evaluation runs the eager module. A multi-GPU (DDP) job compiles
+  without CUDA graphs (kdrun.train.ddp).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Where the teacher's logits come from is a `TeacherLogits`: none (vanilla), the l
 teacher, or the exact logit cache (kdrun.train.teacher_cache), which looks each sampled view
 up instead of running the teacher and so needs the loader to say which views it sampled.
 Nothing here reads a value back to the host: metrics stay on the device until the epoch ends.
+Under DDP (kdrun.train.ddp) the student is the DistributedDataParallel wrapper, each batch is
+this rank's shard and `batch_size` the shard's size.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor, nn
 
 from kdrun.data.device_loader import Views
 from kdrun.methods.base import Components, Method
+from kdrun.train import ddp
 from kdrun.train.fast import Speed
 
 
@@ -52,13 +55,17 @@ class LiveTeacher:
 
 class Step:
     """Forward the student, get the teacher's logits, apply the method's loss, take an SGD
-    step. Returns the loss, its components and the student's logits, all still on the device."""
+    step. Returns the loss, its components and the student's logits, all still on the device.
+    With `dist` (DDP), the method's own parameters' gradients are averaged over the ranks
+    (the student's are, by its DDP wrapper) and full shards run compiled without CUDA graphs."""
 
     def __init__(self, student: nn.Module, teacher: TeacherLogits, method: Method,
-                 opt: torch.optim.Optimizer, speed: Speed, batch_size: int) -> None:
+                 opt: torch.optim.Optimizer, speed: Speed, batch_size: int,
+                 dist: ddp.Dist | None = None) -> None:
         self.student, self.teacher, self.method, self.opt = student, teacher, method, opt
         self.speed, self.batch_size = speed, batch_size
-        self.fast = speed.compiled(student)
+        self.dist = dist if dist is not None and dist.enabled else None
+        self.fast = speed.compiled(student) if self.dist is None else ddp.compiled(speed, student)
 
     def batches(self, loader: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor, Views | None]]:
         """(images, labels, views) per batch; the views (which crop and flip of which image)
@@ -70,11 +77,12 @@ class Step:
                 yield x, y, None
 
     def __call__(self, x: Tensor | list[Tensor], y: Tensor, views: Views | None,
-                 epoch: int) -> tuple[Tensor, Components, Tensor]:
+                 epoch: int, weight: float = 1.0) -> tuple[Tensor, Components, Tensor]:
         """`x` is a batch, or one batch per augmented view for a method with several
         (Method.views): student and teacher then run on each view separately (batch-norm
         statistics per view, as the authors' code) and the loss sees the views stacked.
-        The returned logits are the first view's."""
+        The returned logits are the first view's. `weight` scales the loss that is
+        backpropagated (DDP: this shard's share of the global batch times the world size)."""
         xs = [self.speed.inputs(v) for v in x] if isinstance(x, (list, tuple)) else [
             self.speed.inputs(x)]
         self.speed.step_begin()
@@ -89,6 +97,8 @@ class Step:
         targets = y if len(xs) == 1 else y.repeat(len(xs))
         loss, comps = self.method(logits, t_logits, targets, epoch=epoch)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if weight != 1.0 else loss).backward()
+        if self.dist is not None:
+            self.dist.average_grads(self.method.parameters())
         self.opt.step()
         return loss.detach(), comps, outs[0].detach()

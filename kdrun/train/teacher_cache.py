@@ -22,6 +22,10 @@ fcntl lock on `<file>.lock`, written to a temporary file and renamed into place,
 worker waits and then reads the finished file, and a killed build leaves nothing half-written.
 Readers memory-map it; on CUDA it is copied to the GPU when it takes at most half the free
 memory, else looked up on the host (one small host sync per step).
+
+Under DDP (kdrun.train.ddp) rank 0 decides whether the job uses the cache and every rank
+follows; the ranks race for the build lock like workers do (one builds, the others wait and
+read the finished file); each rank then looks up the views of its own shard of each batch.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -49,6 +53,9 @@ from kdrun.errors import ConfigError
 from kdrun.methods.base import Method
 from kdrun.train.fast import Speed
 from kdrun.train.step import LiveTeacher, NoTeacher, TeacherLogits
+
+if TYPE_CHECKING:
+    from kdrun.train.ddp import Dist
 
 DIR = "teacher_cache"  # under the runs directory
 Dtype = Literal["fp16", "fp32"]
@@ -261,8 +268,9 @@ def teacher_source(setting: str, *, teacher: nn.Module | None, teacher_sha256: C
                    method: type[Method], loader: Any, loader_kind: str, train_set: Any,
                    num_classes: int, epochs: int, batch_size: int, speed: Speed,
                    cache_dir: Path, meta: dict[str, Any] | None = None,
-                   ) -> tuple[TeacherLogits, dict[str, Any]]:
-    """The job's TeacherLogits and what to record about it: {"teacher", "teacher_note"}."""
+                   dist: Dist | None = None) -> tuple[TeacherLogits, dict[str, Any]]:
+    """The job's TeacherLogits and what to record about it: {"teacher", "teacher_note"}.
+    `batch_size` is what one step of this process feeds the teacher (DDP: the shard's)."""
     if teacher is None:
         return NoTeacher(), {"teacher": "none", "teacher_note": "no teacher"}
     padding = getattr(loader, "padding", 4)
@@ -276,6 +284,8 @@ def teacher_source(setting: str, *, teacher: nn.Module | None, teacher_sha256: C
 
     choice = choose(setting, has_teacher=True, method=method, loader_kind=loader_kind,
                     epochs=epochs, padding=padding, exists=lambda: path().exists())
+    if dist is not None:  # another worker may finish a build between two ranks' checks
+        choice = dist.broadcast_object(choice)
     if not choice.use_cache:
         return LiveTeacher(teacher, speed, batch_size), {"teacher": "live",
                                                          "teacher_note": choice.note}

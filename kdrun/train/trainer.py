@@ -9,6 +9,13 @@ How each step runs (bf16 autocast, channels_last, compile) is resolved in `fast`
 itself lives in `step`, and where the teacher's logits come from (live forward or the exact
 logit cache) in `teacher_cache`; the values a job ran with are recorded in its result's
 `switches`.
+
+Launched as N ranks (RANK/WORLD_SIZE/... in the environment, kdrun.train.ddp), the same loop
+runs under DistributedDataParallel: each rank trains on its slice of every global batch,
+rank 0 alone writes checkpoints and the final weights and calls the hooks (except
+`stop_requested`, which every rank reads and all-reduce together), the checkpoint holds every
+rank's RNG state, and evaluation gathers every rank's shard. With no such environment
+nothing of this runs: the single-process job is unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +33,11 @@ import numpy as np
 import torch
 
 from kdrun import checkpoints, data, methods, models, pretrained
+from kdrun.data.shards import eval_counts
 from kdrun.errors import ConfigError
 from kdrun.recipe import Recipe
-from kdrun.train import fast, teacher_cache
-from kdrun.train.evaluate import agreement, predict, topk
+from kdrun.train import ddp, fast, teacher_cache
+from kdrun.train.evaluate import agreement, predict, predict_shards, topk
 from kdrun.train.step import Step
 
 # Each epoch's resumable state goes to last.<attempt>.e<epoch>.pt and the final weights
@@ -156,8 +164,38 @@ def _set_rng_state(s: dict[str, Any], loader_gen: torch.Generator, dev: torch.de
 
 
 def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
-    """Run (or resume) one job to the end; returns the row for the results table."""
+    """Run (or resume) one job to the end; returns the row for the results table. As one rank
+    of a DDP job (kdrun.train.ddp), every rank returns the same row; only rank 0 calls the
+    hooks (every rank reads its own stop flag) and writes files."""
     hooks = hooks or Hooks()
+    dist = ddp.Dist.from_env()
+    gpus = Recipe(**run.config["recipe"]).gpus
+    if gpus != dist.world:  # before joining a group that would wait for ranks never started
+        raise ConfigError(f"recipe.gpus is {gpus} but this job runs as {dist.world} "
+                          "process(es) (WORLD_SIZE; a worker launches one per GPU)")
+    if not dist.enabled:
+        return _train(run, hooks, dist)
+    run = replace(run, device=dist.device(run.device))
+    if not dist.is_main:
+        hooks = Hooks(stop_requested=hooks.stop_requested)
+    with dist.group(run.device):
+        return _train(run, hooks, dist)
+
+
+def check_world(recipe: Recipe, dist: ddp.Dist, train_size: int) -> None:
+    """A DDP job's recipe must fit its process group (one-line errors, before training; that
+    recipe.gpus equals the world size is checked before the group is joined, in `train`)."""
+    if recipe.batch_size % dist.world:
+        raise ConfigError(f"batch_size {recipe.batch_size} does not divide by the "
+                          f"{dist.world} ranks (recipe.gpus)")
+    last = train_size % recipe.batch_size
+    if 0 < last < dist.world:
+        raise ConfigError(f"the last batch of each epoch has {last} image(s), fewer than the "
+                          f"{dist.world} ranks; choose a batch_size that leaves at least "
+                          f"{dist.world} (or none)")
+
+
+def _train(run: Run, hooks: Hooks, dist: ddp.Dist) -> dict[str, Any]:
     cfg, dev = run.config, run.device
     recipe = Recipe(**cfg["recipe"])
     speed = fast.resolve(recipe, dev)
@@ -166,6 +204,9 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     splits = data.load(cfg["dataset"], run.data_dir, download=run.download)
+    if dist.enabled:
+        check_world(recipe, dist, len(splits.train))
+    shard = dist.shard if dist.enabled else None
     dataset = cfg["dataset"]["name"]
     student = speed.prepare(models.create(cfg["student"], num_classes=splits.num_classes,
                                           dataset=dataset))
@@ -180,15 +221,26 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg["seed"])  # shuffling + augmentation; checkpointed
     loaders = data.make_loaders(splits, recipe.loader, dev, gen, batch_size=recipe.batch_size,
                                 eval_batch_size=recipe.eval_batch_size, num_workers=run.num_workers,
-                                views=method_cls.views, gpu_decode=recipe.gpu_decode == "on")
+                                views=method_cls.views, gpu_decode=recipe.gpu_decode == "on",
+                                shard=shard)
     train_loader, test_loader, val_loader = loaders.train, loaders.test, loaders.val
     teacher_logits, teacher_rec = teacher_cache.teacher_source(
         recipe.teacher_cache, teacher=teacher, teacher_sha256=lambda: teacher_sha256(run),
         method=method_cls, loader=train_loader, loader_kind=loaders.kind,
         train_set=splits.train, num_classes=splits.num_classes, epochs=recipe.epochs,
-        batch_size=recipe.batch_size, speed=speed, cache_dir=run.teacher_cache_dir,
-        meta={"teacher": (cfg.get("teacher") or {}).get("name"), "dataset": cfg["dataset"]})
+        batch_size=recipe.batch_size // dist.world, speed=speed, cache_dir=run.teacher_cache_dir,
+        meta={"teacher": (cfg.get("teacher") or {}).get("name"), "dataset": cfg["dataset"]},
+        dist=dist if dist.enabled else None)
     switches = {**speed.record(), "loader": loaders.kind, **loaders.record(), **teacher_rec}
+    if dist.enabled:
+        switches["world_size"] = dist.world
+
+    def evaluate(model: torch.nn.Module, loader: Any, split: Any) -> tuple[torch.Tensor, ...]:
+        """(logits, labels) over a whole split: this rank's shard, gathered (DDP)."""
+        if not dist.enabled:
+            return predict(model, loader, dev)
+        counts = eval_counts(len(split), recipe.eval_batch_size, dist.world)
+        return predict_shards(model, loader, dev, dist, counts, splits.num_classes)
 
     # A method's trainable parameters (ctkd's temperature) train with the student, as in the
     # authors' code; for every other method this is the student's parameters alone.
@@ -196,21 +248,29 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
                           momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, recipe.lr_milestones, recipe.lr_gamma)
-    step = Step(student, teacher_logits, method, opt, speed, recipe.batch_size)
+    # DDP: the wrapper trains; `student` itself is evaluated and saved (single-process keys).
+    model = dist.wrap(student, dev)
+    step = Step(model, teacher_logits, method, opt, speed, recipe.batch_size // dist.world,
+                dist)
 
     state = {"epoch": 0, "history": [], "train_time": 0.0, "images": 0}
     ck = resume_point(run, hooks)
+    if dist.enabled:  # same records, same digest checks: the same checkpoint on every rank
+        chosen = dist.all_gather_object(None if ck is None else ck["state"]["epoch"])
+        if len(set(chosen)) > 1:
+            raise RuntimeError(f"ranks resumed from different epochs: {chosen}")
     if ck is not None:  # resume: everything continues exactly where the last epoch ended
         student.load_state_dict(ck["model"])
         method.load_state_dict(ck.get("method", {}))
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         state = ck["state"]
-        _set_rng_state(ck["rng"], gen, dev)
+        _set_rng_state(rank_rng(ck["rng"], dist), gen, dev)
     if state["epoch"] < recipe.epochs:
         note_switches(state, switches)
 
     n_batches = len(train_loader)
+    n_train = len(splits.train)
     test_logits = test_y = None  # from the last epoch trained
     for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
         student.train()
@@ -221,14 +281,26 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
         seen = 0
         for i, (x, y, views) in enumerate(step.batches(train_loader)):
             y = y.to(dev, non_blocking=True)
-            loss, comps, logits = step(x, y, views, epoch)
             b = y.shape[0]
+            if dist.enabled:  # this shard's share of the global batch, times the world size
+                weight = b * dist.world / min(recipe.batch_size, n_train - i * recipe.batch_size)
+                loss, comps, logits = step(x, y, views, epoch, weight)
+            else:
+                loss, comps, logits = step(x, y, views, epoch)
             loss_sum += loss * b
             for k, v in comps.items():
                 comp_sum[k] = comp_sum.get(k, 0) + v.detach() * b
             correct += (logits.argmax(1) == y).sum()
             seen += b
             hooks.step(epoch, i + 1, n_batches)
+        if dist.enabled:  # the epoch's row is the global one: sums over all ranks
+            keys = sorted(comp_sum)
+            total = dist.all_sum(torch.stack([t.double() for t in (
+                loss_sum, correct, torch.tensor(seen, device=dev),
+                *(comp_sum[k] for k in keys))]))
+            loss_sum, correct, seen = total[0], total[1], int(total[2].item())
+            comp_sum = dict(zip(keys, total[3:], strict=True))
+            dist.broadcast_buffers(student)  # rank 0's BatchNorm statistics, as saved
         lr = opt.param_groups[0]["lr"]
         sched.step()
         train_loss = loss_sum.item() / seen
@@ -236,9 +308,10 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
             raise NonFiniteLoss(f"non-finite training loss ({train_loss}) in epoch {epoch}")
         elapsed = time.perf_counter() - t0
 
-        test_logits, test_y = predict(student, test_loader, dev)
+        test_logits, test_y = evaluate(student, test_loader, splits.test)
         top1, top5 = topk(test_logits, test_y)
-        val1 = topk(*predict(student, val_loader, dev), ks=(1,))[0] if val_loader else None
+        val1 = (topk(*evaluate(student, val_loader, splits.val), ks=(1,))[0] if val_loader
+                else None)
         state["train_time"] += elapsed
         state["images"] += seen
         state["epoch"] = epoch
@@ -254,21 +327,37 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
         # Checkpoint under this attempt's own name, then report: the worker records the epoch
         # and its file in one lease-fenced write, so only the lease holder's file is ever
         # resumed (kdrun.checkpoints). A crash in between repeats the epoch.
-        save_epoch(run, hooks, epoch, {"model": student.state_dict(),
-                                       "method": method.state_dict(),
-                                       "optimizer": opt.state_dict(),
-                                       "scheduler": sched.state_dict(), "state": state,
-                                       "rng": _rng_state(gen, dev)})
+        rng = _rng_state(gen, dev)
+        if dist.enabled:  # every rank's, in rank order (a resume restores each its own)
+            rng = dist.all_gather_object(rng)
+        if dist.is_main:
+            save_epoch(run, hooks, epoch, {"model": student.state_dict(),
+                                           "method": method.state_dict(),
+                                           "optimizer": opt.state_dict(),
+                                           "scheduler": sched.state_dict(), "state": state,
+                                           "rng": rng})
         per_epoch = state["train_time"] / max(len(state["history"]), 1)
         hooks.epoch_done(row, {"epoch": epoch, "epochs": recipe.epochs, "loss": train_loss,
                                "test_top1": top1, "images_per_s": seen / elapsed,
                                "eta_s": left * per_epoch})
-        if left and hooks.stop_requested():
+        if left and dist.any(hooks.stop_requested()):  # any rank asked: all stop together
             raise Interrupted(f"stopped after epoch {epoch}")
 
     if test_logits is None:  # resumed from the final epoch's checkpoint: nothing left to train
-        test_logits, test_y = predict(student, test_loader, dev)
-    return finish(run, student, teacher, state, test_logits, test_y, test_loader)
+        test_logits, test_y = evaluate(student, test_loader, splits.test)
+    if not dist.same_everywhere(student, method):
+        raise RuntimeError("the DDP replicas' weights differ at the end of training")
+    return finish(run, student, teacher, state, test_logits, test_y,
+                  lambda m: evaluate(m, test_loader, splits.test), dist)
+
+
+def rank_rng(saved: Any, dist: ddp.Dist) -> dict[str, Any]:
+    """This rank's RNG state from a checkpoint's "rng" (a list of every rank's under DDP)."""
+    ranks = len(saved) if isinstance(saved, list) else 1
+    if ranks != dist.world:
+        raise ConfigError(f"the checkpoint was written by a job of {ranks} process(es), this "
+                          f"one runs {dist.world}; it cannot resume it exactly")
+    return saved[dist.rank] if isinstance(saved, list) else saved
 
 
 def resume_point(run: Run, hooks: Hooks) -> dict[str, Any] | None:
@@ -322,13 +411,16 @@ def recorded_switches(state: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def finish(run, student, teacher, state, test_logits, test_y, test_loader) -> dict[str, Any]:
-    """Best/last metrics, teacher agreement, and the final weights file."""
+def finish(run, student, teacher, state, test_logits, test_y, predict_test,
+           dist: ddp.Dist) -> dict[str, Any]:
+    """Best/last metrics, teacher agreement, and the final weights file (DDP: written by
+    rank 0, its digest shared so every rank returns the same row)."""
     hist = state["history"]
     key = "val_top1" if hist[-1]["val_top1"] is not None else "test_top1"
     best = max(hist, key=lambda h: (h[key], h["epoch"]))
     final = run.run_dir / checkpoints.final_name(run.attempt)
-    digest = checkpoints.save({"model": student.state_dict()}, final)
+    digest = checkpoints.save({"model": student.state_dict()}, final) if dist.is_main else None
+    digest = dist.broadcast_object(digest)
     out = {
         "best_top1": best["test_top1"], "best_top5": best["test_top5"], "best_epoch": best["epoch"],
         "last_top1": hist[-1]["test_top1"], "last_top5": hist[-1]["test_top5"],
@@ -341,7 +433,7 @@ def finish(run, student, teacher, state, test_logits, test_y, test_loader) -> di
         "switches": recorded_switches(state),
     }
     if teacher is not None:
-        t_logits, _ = predict(teacher, test_loader, run.device)
+        t_logits, _ = predict_test(teacher)
         out["teacher_top1"] = topk(t_logits, test_y, ks=(1,))[0]
         out.update(agreement(test_logits, t_logits))
     return out

@@ -9,6 +9,10 @@ stored) and `stop` (finish this epoch, checkpoint, stop). Out on the original st
 `started`, `progress`, `epoch` (then wait for `ack`), and one final `succeeded`, `failed` or
 `interrupted`. Everything else printed goes to stderr, the job's log file. When stdin closes,
 the supervisor is gone, and this process exits at once without writing anything more.
+
+A multi-GPU job runs this once per rank (RANK, WORLD_SIZE, ... in the environment; see
+kdrun.worker.ranks). Rank 0 speaks as above; the other ranks train with no-op hooks (they
+still obey `stop`) and send only their final message, tagged with their rank.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from kdrun.loader_workers import default_workers
 from kdrun.trackers import hook as tracker_hook
 from kdrun.trackers.hook import TrackerSet
 from kdrun.train.trainer import Hooks, Interrupted, NonFiniteLoss, Run, train
+from kdrun.worker import ranks
 from kdrun.worker.stopping import ignore_stop_signals
 
 ORPHANED = 3  # exit status when the supervisor disappeared
@@ -122,33 +127,60 @@ def hooks(chan: Channel, control: Control, trackers: TrackerSet | None = None) -
                  checkpoint_saved=saved.append, notice=notice)
 
 
+def quiet_hooks(control: Control) -> Hooks:
+    """A rank other than 0: rank 0 reports for the job; this one only hears `stop`."""
+    return Hooks(stop_requested=control.stop.is_set)
+
+
 def loader_workers(given: int | None, config: dict[str, Any], threads: int | None) -> int:
     """--loader-workers, or by default as many as this job's share of the CPUs allows."""
     return given if given is not None else default_workers(config["dataset"]["name"], threads)
 
 
+def make_run(job: dict[str, Any], device: torch.device) -> Run:
+    runs_dir = Path(job["runs_dir"])
+    teacher = job["teacher_checkpoint"]
+    return Run(job["config"], runs_dir / job["run_dir"], Path(job["data_dir"]), device,
+               runs_dir / teacher if teacher else None,
+               loader_workers(job["loader_workers"], job["config"], job.get("threads")),
+               download=job["download"], attempt=job.get("attempt"),
+               resume=job.get("checkpoints"), teacher_sha256=job.get("teacher_sha256"))
+
+
+def run_rank(job: dict[str, Any], device: torch.device, control: Control) -> dict[str, Any]:
+    """A rank other than 0: train alongside rank 0 and say only how it ended."""
+    try:
+        train(make_run(job, device), quiet_hooks(control))
+    except Interrupted as e:
+        return {"type": "interrupted", "reason": str(e)}
+    except (UserError, NonFiniteLoss) as e:
+        return {"type": "failed", "retry": False, "error": _describe(e)}
+    except Exception as e:
+        return {"type": "failed", "retry": True, "error": _describe(e)}
+    return {"type": "succeeded"}
+
+
 def run_job(job: dict[str, Any], chan: Channel, control: Control) -> dict[str, Any]:
     """Train the job; the final message for the supervisor."""
+    rank = int(os.environ.get("RANK", "0"))
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
+    if device.type == "cuda" and job.get("world_size", 1) > 1:  # torchrun-style: cuda:LOCAL_RANK
+        device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     if device.type == "cuda" and not torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         return {"type": "failed", "retry": True,
                 "error": f"CUDA is not available in the training process "
                          f"(CUDA_VISIBLE_DEVICES={visible!r})"}
+    if rank > 0:
+        return run_rank(job, device, control)
     chan.send({"type": "started", "provenance": provenance(device)})
     runs_dir = Path(job["runs_dir"])
-    teacher = job["teacher_checkpoint"]
-    run = Run(job["config"], runs_dir / job["run_dir"], Path(job["data_dir"]), device,
-              runs_dir / teacher if teacher else None,
-              loader_workers(job["loader_workers"], job["config"], job.get("threads")),
-              download=job["download"], attempt=job.get("attempt"),
-              resume=job.get("checkpoints"), teacher_sha256=job.get("teacher_sha256"))
     trackers = tracker_hook.for_job(job, chan.send)
     result, ok = None, False  # ok: finished or stopped on request (the tracker run is not failed)
     try:
-        result = train(run, hooks(chan, control, trackers))
+        result = train(make_run(job, device), hooks(chan, control, trackers))
         ok = True
     except Interrupted as e:
         ok = True
@@ -165,6 +197,16 @@ def run_job(job: dict[str, Any], chan: Channel, control: Control) -> dict[str, A
             "teacher": teacher_entry(job["job_id"], job["config"], result) if is_teacher else None}
 
 
+def warm_up() -> None:
+    """Import now what training needs later: a process the worker starts ahead of its next job
+    (kdrun.worker.supervisor.TrainingProcess.warm) does this while the current job trains.
+    torch.optim pulls in torch._dynamo when the first optimizer is made (~1.5 s)."""
+    import torch._dynamo  # noqa: F401
+
+    from kdrun.models.registry import load_zoos
+    load_zoos()
+
+
 def main() -> None:
     ignore_stop_signals()  # only the supervisor acts on them (kdrun.worker.stopping)
     chan = Channel(os.fdopen(os.dup(1), "w"))
@@ -173,9 +215,26 @@ def main() -> None:
     # blocks holding its stream's lock, and a forked DataLoader worker's start-up closes
     # sys.stdin (multiprocessing does), which would wait for that lock for ever.
     commands = os.fdopen(os.dup(0), "r")
-    job = json.loads(commands.readline())
+    warm_up()
+    line = commands.readline()
+    if not line:  # a prestarted process the worker no longer needs
+        os._exit(0)
+    job = json.loads(line)
+    if job.get("log"):  # the job's log (a prestarted process did not know it when it began)
+        log = os.open(job["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log, 2)
+        os.dup2(log, 1)
+        os.close(log)
+    ranks.from_slurm(os.environ)
+    rank = int(os.environ.get("RANK", "0"))
+    if os.environ.get(ranks.FROM_SLURM):  # srun gathers every rank's output: keep our own log
+        log = os.open(Path(job["runs_dir"]) / job["run_dir"] / ranks.log_name(rank),
+                      os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
     control = Control(commands)
-    chan.send(run_job(job, chan, control))
+    final = run_job(job, chan, control)
+    chan.send({**final, "rank": rank} if rank else final)
 
 
 if __name__ == "__main__":

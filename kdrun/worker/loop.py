@@ -26,6 +26,8 @@ from kdrun.db import queue
 from kdrun.db.engine import Database
 from kdrun.labels import job_label
 from kdrun.loader_workers import cpus_per_job
+from kdrun.worker import ranks
+from kdrun.worker.pool import Pool
 from kdrun.worker.stopping import STOP_SIGNALS, Stop
 from kdrun.worker.supervisor import (
     DB_DOWN,
@@ -33,6 +35,7 @@ from kdrun.worker.supervisor import (
     Outcome,
     ProgressFn,
     Slot,
+    TrainingProcess,
     WorkerSettings,
     kill_all,
     supervise,
@@ -57,6 +60,9 @@ class WorkerOptions:
     trackers: tuple[str, ...] = ()  # --tracker (kdrun.trackers): logged for every job run here
     stop_within: float | None = None  # after a stop signal, cut jobs whose epoch runs longer
     idle_exit: float | None = None  # a slot with nothing runnable for this long exits
+    # Start each slot's next training process (imports done, waiting for a job) while its
+    # current job trains, so short jobs do not spend most of their time starting up.
+    prestart: bool = True
 
 
 @dataclass
@@ -67,6 +73,9 @@ class Summary:
     outcomes: dict[str, int] = field(default_factory=dict)  # state after each job -> count
     # --until-empty ran dry while queued jobs wait on failed or cancelled ones: exit non-zero
     stranded: list[queue.Blocker] = field(default_factory=list)
+    # ... or while queued jobs need more devices than this worker has: [(job id, gpus)]
+    too_wide: list[tuple[int, int]] = field(default_factory=list)
+    capacity: int = 1  # the widest job this worker could run (its GPUs, or CPU slots)
 
 
 class FailureBreaker:
@@ -110,6 +119,9 @@ class FailureBreaker:
             return None
 
 
+SEEN_EVERY_S = 60.0  # how often a worker records itself in kdrun_workers
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -150,24 +162,48 @@ class Worker:
         self.claimed = 0
         self.breaker = FailureBreaker(opts.max_failures, opts.failure_window_s)
         self._blocked_seen: tuple[tuple[int, int], ...] = ()  # last blocked jobs reported
-        self.summary = Summary(0)
+        self._wide_seen: tuple[tuple[int, int], ...] = ()  # last too-wide jobs reported
+        self.pool = Pool(make_slots(opts))
+        self.warm: dict[int, TrainingProcess] = {}  # slot -> its next job's process, started
+        self.done = threading.Event()  # every slot's thread has ended
+        self.summary = Summary(0, capacity=self.pool.capacity)
+        # Machines this worker can start ranks on: its Slurm allocation's (multi-node jobs).
+        self.nodes = max(1, ranks.allocation_nodes())
 
     def run(self) -> Summary:
-        threads = [threading.Thread(target=self.serve, args=(slot,), name=slot.name, daemon=True)
-                   for slot in make_slots(self.opts)]
+        threads = [threading.Thread(target=self.serve, args=(i,), name=slot.name, daemon=True)
+                   for i, slot in enumerate(self.pool.slots)]
+        seen = threading.Thread(target=self._seen, name="seen", daemon=True)
+        seen.start()
         with signals_handled(self.on_signal):
             for t in threads:
                 t.start()
             while any(t.is_alive() for t in threads):
                 for t in threads:
                     t.join(timeout=0.2)
+        self.done.set()
+        self._close_warm()
+        seen.join(timeout=5.0)
         self.summary.jobs = self.claimed
         if self.opts.until_empty and self.summary.stopped_because is None:
             try:
                 self.summary.stranded = queue.blockers(self.db)
+                self.summary.too_wide = queue.too_wide(self.db, self.pool.capacity)[1]
             except DB_DOWN:
                 pass
         return self.summary
+
+    def _seen(self) -> None:
+        """Record this worker's device count every SEEN_EVERY_S, so `status` can tell jobs
+        wider than any worker (which wait for ever) from jobs merely queued. A thread of its
+        own: a slow database never holds up the slots or the signal handling."""
+        while True:
+            try:
+                queue.worker_seen(self.db, worker_name(), self.pool.capacity)
+            except DB_DOWN:
+                pass
+            if self.done.wait(SEEN_EVERY_S):
+                return
 
     def on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -212,17 +248,28 @@ class Worker:
         with self.lock:
             self.claimed -= 1
 
-    def serve(self, slot: Slot) -> None:
+    def serve(self, i: int) -> None:
+        """Slot i's thread: claim and run jobs, except while its unit is lent to a group job."""
+        slot = self.pool.slots[i]
         try:
             idle_since = time.monotonic()
-            while not self.stop.is_set() and self._reserve():
-                if self.serve_one(slot):
+            while not self.stop.is_set():
+                if self.pool.lent(i):  # another slot's group job trains on this unit
+                    self.pool.wait_returned(i, self.opts.poll_seconds)
+                    idle_since = time.monotonic()
+                    continue
+                if not self._reserve():
+                    return
+                if self.serve_one(i):
                     idle_since = time.monotonic()
                 else:
                     self._unreserve()
+                    if self.pool.lent(i):
+                        continue
                     if self.opts.until_empty and not self._more_to_come():
                         return
                     self._note_blocked()
+                    self._note_too_wide()
                     idle = time.monotonic() - idle_since
                     if self.opts.idle_exit is not None and idle >= self.opts.idle_exit:
                         self.log(f"{slot.name}: nothing runnable for {idle:.0f} s, leaving "
@@ -251,36 +298,106 @@ class Worker:
                      f"{', '.join(str(b.job_id) for b in stuck)} and run only after `kdrun "
                      "retry` of those (see `kdrun status`)")
 
+    def _note_too_wide(self) -> None:
+        """While idle, say once (and again when it changes) which queued jobs need more
+        devices than this worker has: they wait for a bigger worker, never for this one."""
+        try:
+            units, wide = queue.too_wide(self.db, self.pool.capacity)
+        except DB_DOWN:
+            return
+        key = tuple(wide)
+        with self.lock:
+            if key == self._wide_seen:
+                return
+            self._wide_seen = key
+        if wide:
+            self.log(f"[yellow]waiting[/]: {queue.too_wide_text(wide, units, 'this worker')}; "
+                     "they wait for a worker with more")
+
     def _more_to_come(self) -> bool:
         try:
-            return queue.has_runnable_or_running(self.db)
+            return queue.has_runnable_or_running(self.db, self.pool.capacity, self.nodes)
         except DB_DOWN:
             return True
 
-    def serve_one(self, slot: Slot) -> bool:
-        """Claim and run one job; False when there was none to claim."""
+    def serve_one(self, i: int) -> bool:
+        """Claim and run one job with slot i (and, for a group job, the units it borrows);
+        False when there was none to claim."""
         start = time.monotonic()
+        pool = self.pool
         try:
-            claim = queue.claim(self.db, slot.name, self.opts.lease_seconds,
-                                self.opts.backoff_seconds)
+            with pool.lock:  # claim and lend under one lock: no unit is promised twice
+                if pool.lent(i):  # lent since this thread last looked: nothing to claim
+                    return False
+                claim = queue.claim(self.db, lambda gpus: pool.name(i, gpus),
+                                    self.opts.lease_seconds, self.opts.backoff_seconds,
+                                    idle=pool.idle(i), capacity=pool.capacity,
+                                    nodes=self.nodes)
+                slot = pool.take(i, claim.gpus) if claim is not None else None
         except DB_DOWN as e:
             self.log(f"[yellow]database unavailable[/], retrying: {headline.reason(e)}")
             return False
-        if claim is None:
+        if claim is None or slot is None:
             return False
+        try:
+            return self._run(i, claim, slot, start)
+        finally:
+            pool.give_back(i)
+
+    def _prestart(self, i: int) -> None:
+        """Start slot i's next training process now, while its current job trains, when a
+        next job is in sight (queued, and --max-jobs not reached)."""
+        if not self.opts.prestart or self.stop.is_set():
+            return
+        try:
+            if not queue.has_waiting(self.db, self.pool.capacity, self.nodes):
+                return
+        except DB_DOWN:
+            return
+        with self.lock:
+            more = self.opts.max_jobs is None or self.claimed < self.opts.max_jobs
+            if more and i not in self.warm and not self.stop.is_set():
+                try:
+                    self.warm[i] = TrainingProcess.warm(self.pool.slots[i].device)
+                except OSError as e:  # no matter: the next job starts its own
+                    self.log(f"[yellow]could not start a process ahead[/]: {e}")
+
+    def _close_warm(self) -> None:
+        with self.lock:
+            warm, self.warm = list(self.warm.values()), {}
+        for w in warm:
+            w.close(0.0)
+
+    def _run(self, i: int, claim: queue.Claim, slot: Slot, start: float) -> bool:
         if self.stop.is_set():  # a signal came while we were claiming
             queue.requeue(self.db, claim, "worker stopping")
             return True
         label = f"job {claim.job_id} {claim.label or job_label(claim.config)}"
-        self.log(f"[bold]claimed[/] {label} (attempt {claim.attempt}) on {slot.device}")
+        where = slot.device
+        progress = self.progress
+        if len(slot.devices) > 1:
+            where = (f"{len(slot.devices)} CPU ranks" if slot.device == "cpu"
+                     else "+".join(slot.devices))
+
+            def progress(name: str, desc: str | None, done: int, total: int) -> None:
+                self.progress(name, desc and f"{desc} on {where}", done, total)
+
+        self.log(f"[bold]claimed[/] {label} (attempt {claim.attempt}) on {where}")
+        warm = None
+        if len(slot.devices) == 1 and claim.config["recipe"].get("nodes", 1) == 1:
+            with self.lock:
+                warm = self.warm.pop(i, None)
         try:
             outcome = supervise(self.db, claim, slot, self.settings, self.stop, start,
-                                self.log, self.progress)
+                                self.log, progress, warm, lambda: self._prestart(i))
         except queue.LeaseLost as e:
             outcome = Outcome("lost", f"lease lost, training stopped, nothing recorded: {e}")
         except DB_DOWN as e:
             outcome = Outcome("lost", f"database error, training stopped; the job will be "
                                       f"reclaimed when its lease expires: {headline.reason(e)}")
+        finally:
+            if warm is not None and not warm.started:  # the job never got to use it
+                warm.close(0.0)
         color = {"succeeded": "green", "queued": "yellow", "lost": "yellow"}.get(
             outcome.state, "red")
         self.log(f"[{color}]{outcome.state}[/] {label}: {outcome.note}")
