@@ -26,7 +26,7 @@ def pick_devices(gpu: str | None, cpu: bool) -> list[str]:
     import torch  # here, not at the top: `kdrun --help` and the other commands stay light
 
     if gpu is None:
-        return ["cpu"] if cpu or not torch.cuda.is_available() else ["cuda:0"]
+        return ["cpu"] if not torch.cuda.is_available() else ["cuda:0"]
     if not torch.cuda.is_available():
         raise UserError(f"--gpu {gpu}: CUDA is not available on this machine "
                         f"(torch {torch.__version__}); use --cpu")

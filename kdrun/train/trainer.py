@@ -183,11 +183,9 @@ def train(run: Run, hooks: Hooks | None = None) -> dict[str, Any]:
 
 
 def check_world(recipe: Recipe, dist: ddp.Dist, train_size: int) -> None:
-    """A DDP job's recipe must fit its process group (one-line errors, before training; that
-    recipe.gpus equals the world size is checked before the group is joined, in `train`)."""
-    if recipe.batch_size % dist.world:
-        raise ConfigError(f"batch_size {recipe.batch_size} does not divide by the "
-                          f"{dist.world} ranks (recipe.gpus)")
+    """A DDP job's data must fit its process group (a one-line error, before training; that
+    recipe.gpus equals the world size is checked before the group is joined, in `train`, and
+    that it divides batch_size by Recipe itself)."""
     last = train_size % recipe.batch_size
     if 0 < last < dist.world:
         raise ConfigError(f"the last batch of each epoch has {last} image(s), fewer than the "
@@ -282,11 +280,10 @@ def _train(run: Run, hooks: Hooks, dist: ddp.Dist) -> dict[str, Any]:
         for i, (x, y, views) in enumerate(step.batches(train_loader)):
             y = y.to(dev, non_blocking=True)
             b = y.shape[0]
-            if dist.enabled:  # this shard's share of the global batch, times the world size
-                weight = b * dist.world / min(recipe.batch_size, n_train - i * recipe.batch_size)
-                loss, comps, logits = step(x, y, views, epoch, weight)
-            else:
-                loss, comps, logits = step(x, y, views, epoch)
+            # DDP: this shard's share of the global batch, times the world size (1 when even)
+            weight = (b * dist.world / min(recipe.batch_size, n_train - i * recipe.batch_size)
+                      if dist.enabled else 1.0)
+            loss, comps, logits = step(x, y, views, epoch, weight)
             loss_sum += loss * b
             for k, v in comps.items():
                 comp_sum[k] = comp_sum.get(k, 0) + v.detach() * b

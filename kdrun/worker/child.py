@@ -197,6 +197,14 @@ def run_job(job: dict[str, Any], chan: Channel, control: Control) -> dict[str, A
             "teacher": teacher_entry(job["job_id"], job["config"], result) if is_teacher else None}
 
 
+def log_to(path: Path) -> None:
+    """Send this process's output (stray prints included) to the end of `path`."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def warm_up() -> None:
     """Import now what training needs later: a process the worker starts ahead of its next job
     (kdrun.worker.supervisor.TrainingProcess.warm) does this while the current job trains.
@@ -220,18 +228,12 @@ def main() -> None:
     if not line:  # a prestarted process the worker no longer needs
         os._exit(0)
     job = json.loads(line)
-    if job.get("log"):  # the job's log (a prestarted process did not know it when it began)
-        log = os.open(job["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.dup2(log, 2)
-        os.dup2(log, 1)
-        os.close(log)
     ranks.from_slurm(os.environ)
     rank = int(os.environ.get("RANK", "0"))
     if os.environ.get(ranks.FROM_SLURM):  # srun gathers every rank's output: keep our own log
-        log = os.open(Path(job["runs_dir"]) / job["run_dir"] / ranks.log_name(rank),
-                      os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
+        log_to(Path(job["runs_dir"]) / job["run_dir"] / ranks.log_name(rank))
+    elif job.get("log"):  # the job's log (a prestarted process did not know it when it began)
+        log_to(Path(job["log"]))
     control = Control(commands)
     final = run_job(job, chan, control)
     chan.send({**final, "rank": rank} if rank else final)
