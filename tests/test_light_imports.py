@@ -50,6 +50,9 @@ def test_light_commands_never_import_torch(tmp_path):
     assert imported_by("--help") == set()  # no sqlalchemy, alembic, pandas, numpy either
     assert imported_by(*base, "status") & (TORCH | {"pandas", "alembic"}) == set()
     assert "alembic" not in imported_by(*base, "report", "--table", "top1")  # schema current
+    # report checks its flags without pandas (kdrun.report.choices): the curves table's
+    # read-ahead (kdrun.report.ahead) starts before pandas loads
+    assert imported_by(*base, "report", "--table", "nope") & {"pandas", *TORCH} == set()
     for args in (["status", "--json"], ["report", "--table", "top1"],
                  ["report", "--table", "curves"], ["export", "--format", "json"]):
         assert imported_by(*base, *args) & TORCH == set(), args

@@ -22,12 +22,14 @@ from kdrun import grid
 from kdrun.cli import jobs as jobs_cli
 from kdrun.db import migrate, queue
 from kdrun.db.engine import Database
-from kdrun.report import curves, export, load
+from kdrun.report import curves, epoch_sql, export, load
+from kdrun.report.ahead import SHOWN_EPOCHS, CurvesAhead, shown_epochs
+from kdrun.report.filters import Filters
 from kdrun.report.stats import mean_std
 from kdrun.report.tables import build
 from tests.test_report_db import SYNTH, build_db, grid_dict, run_cli
 
-EPOCHS = 14  # more than curves.SHOWN_EPOCHS
+EPOCHS = 14  # more than SHOWN_EPOCHS
 
 
 def _row(job: int, e: int, comps: tuple[str, ...]) -> dict[str, Any]:
@@ -116,8 +118,8 @@ def test_curves_terminal_reads_only_the_shown_epochs_and_matches(db: Database,
 
     monkeypatch.setattr("kdrun.report.tables.load_epochs", spy)
     shown = build("curves", db, long=False)
-    assert read == [curves.shown_epochs(list(range(1, EPOCHS + 1)))]
-    assert len(read[0]) == curves.SHOWN_EPOCHS < EPOCHS
+    assert read == [shown_epochs(list(range(1, EPOCHS + 1)))]
+    assert len(read[0]) == SHOWN_EPOCHS < EPOCHS
     pd.testing.assert_frame_equal(shown.wide, full.wide)
     assert shown.notes == full.notes
     assert any("n varies" in n for n in shown.notes)
@@ -126,7 +128,7 @@ def test_curves_terminal_reads_only_the_shown_epochs_and_matches(db: Database,
 
 def test_load_epochs_across_id_chunks_and_epoch_subsets(db: Database, monkeypatch) -> None:
     whole = load.load_epochs(db)
-    monkeypatch.setattr(load, "IDS_PER_QUERY", 2)
+    monkeypatch.setattr(epoch_sql, "IDS_PER_QUERY", 2)
     ids = sorted(set(whole["job_id"]))[1:]
     part = load.load_epochs(db, ids, [2, 9, 13])
     expect = whole[whole["job_id"].isin(ids) & whole["epoch"].isin([2, 9, 13])]
@@ -148,7 +150,7 @@ def test_epochs_csv_streamed_in_chunks_equals_the_table(db: Database, tmp_path: 
     got = _read(tmp_path / "all.csv")
     assert list(got.columns) == list(whole.columns)
     pd.testing.assert_frame_equal(got, whole, rtol=1e-8)  # %.9g: 9 significant digits
-    monkeypatch.setattr(load, "IDS_PER_QUERY", 3)  # several id chunks, and a row chunk of 5
+    monkeypatch.setattr(epoch_sql, "IDS_PER_QUERY", 3)  # several id chunks, and a row chunk of 5
     ids = [3, 4, 7, 8, 11, 12, 17]
     export.write_epochs_csv(db, ids, tmp_path / "some.csv", chunk=rows)
     some = _read(tmp_path / "some.csv")
@@ -163,6 +165,57 @@ def test_epochs_read_in_one_pass_with_likely_names_equal_the_exact_read(db: Data
     for likely in (["ce", "kd"], ["ce"]):
         got = load.load_epochs(db, epochs=[1, 5, 9], likely=likely)
         pd.testing.assert_frame_equal(got, exact)
+
+
+def _taking(ahead: CurvesAhead, monkeypatch) -> list[bool]:
+    """Records whether the table took the read-ahead's copy."""
+    taken: list[bool] = []
+    real = ahead.take
+    monkeypatch.setattr(ahead, "take", lambda shown: taken.append(
+        (got := real(shown)) is not None) or got)
+    return taken
+
+
+@pytest.mark.parametrize("filters", [Filters(), Filters(methods=("kd",)),
+                                     Filters(pairs=("resnet14->resnet8",))])
+def test_curves_read_ahead_equals_the_tables_own_read(db: Database, monkeypatch,
+                                                      filters: Filters) -> None:
+    """Read in a forked process before the jobs are loaded and filtered: the same table, with
+    the rows of jobs a filter leaves out ignored."""
+    own = build("curves", db, filters, long=False)
+    ahead = CurvesAhead(lambda: db)
+    taken = _taking(ahead, monkeypatch)
+    got = build("curves", db, filters, long=False, ahead=ahead)
+    assert taken == [True] and ahead.shown == shown_epochs(list(range(1, EPOCHS + 1)))
+    pd.testing.assert_frame_equal(got.wide, own.wide)
+    assert got.notes == own.notes
+
+
+def test_curves_read_ahead_wrong_guesses(db: Database, monkeypatch) -> None:
+    ahead = CurvesAhead(lambda: db)
+    assert ahead.take([1, 2, 3]) is None  # the table shows other epochs (a filter)
+    assert ahead.shown == shown_epochs(list(range(1, EPOCHS + 1)))
+    own = build("curves", db, long=False)
+    # the read fails (here: the database does not open): the table reads its own
+    ahead = CurvesAhead(lambda: 1 / 0)
+    taken = _taking(ahead, monkeypatch)
+    pd.testing.assert_frame_equal(build("curves", db, long=False, ahead=ahead).wide, own.wide)
+    assert taken == [False]
+    # guessed components that miss one (vanilla's only): kd is found on the rows, read too
+    calls: list[int] = []
+    real = epoch_sql.component_names
+
+    def guess_ce(*a: Any, **kw: Any) -> list[str]:  # the guess (the first call) only
+        calls.append(1)
+        return ["ce"] if len(calls) == 1 else real(*a, **kw)
+
+    monkeypatch.setattr("kdrun.report.epoch_sql.component_names", guess_ce)
+    ahead = CurvesAhead(lambda: db)
+    taken = _taking(ahead, monkeypatch)
+    got = build("curves", db, long=False, ahead=ahead)
+    assert taken == [True]
+    pd.testing.assert_frame_equal(got.wide, own.wide)
+    assert any("loss.kd" in row for row in got.wide.index)
 
 
 def test_csv_lines_empty_for_missing_and_plain_numbers() -> None:
@@ -206,7 +259,10 @@ def test_streamed_export_and_status_json_on_every_backend(db_url: str, tmp_path:
         pd.testing.assert_frame_equal(_read(tmp_path / "all.csv"), whole, rtol=1e-8)
         export.write_epochs_csv(db, [6, 7], tmp_path / "two.csv")
         assert set(_read(tmp_path / "two.csv")["job_id"]) == {6.0, 7.0}
-        assert load.component_names(db) == ["ce", "kd"]
+        assert epoch_sql.component_names(db) == ["ce", "kd"]
+        # PostgreSQL reads the shown epochs itself (its server does that work anyway)
+        shown = build("curves", db, long=False, ahead=CurvesAhead(lambda: db))
+        pd.testing.assert_frame_equal(shown.wide, build("curves", db, long=False).wide)
         jobs_cli.print_status_json(db, None)
         assert json.loads(capsys.readouterr().out) == jobs_cli.status_json(db, None)
     finally:

@@ -1,18 +1,26 @@
-"""`kdrun report`: the papers' tables from the results database."""
+"""`kdrun report`: the papers' tables from the results database.
+
+The flags are checked against kdrun.report.choices, which needs no pandas, so that the curves
+table's epoch rows (kdrun.report.ahead) are already being read while pandas and the tables'
+modules load: the modules that need them are imported inside the command, after that start.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from kdrun.cli import output
 from kdrun.cli.app import Settings, app, console
 from kdrun.errors import UserError
-from kdrun.report import fit, formats, metrics
-from kdrun.report.filters import Filters, split_list
-from kdrun.report.plot import PLOTTABLE, plot
-from kdrun.report.tables import TABLES, Options, build
+from kdrun.report.choices import FORMATS, PLOTTABLE, SPLITS, TABLES, check_metric
+
+if TYPE_CHECKING:
+    from kdrun.db.engine import Database
+    from kdrun.report.filters import Filters
+    from kdrun.report.tables import Options
 
 
 @app.command()
@@ -20,7 +28,7 @@ def report(
     ctx: typer.Context,
     table: str = typer.Option("top1", "--table", help=f"One of: {', '.join(TABLES)}"),
     fmt: str = typer.Option(None, "--format",
-                            help=f"One of: {', '.join(formats.FORMATS)} (default: table, or "
+                            help=f"One of: {', '.join(FORMATS)} (default: table, or "
                                  "as --out's extension says: .tex .md .csv .json .html .txt)"),
     metric: str = typer.Option("best", "--metric",
                                help="best | last | last5: best epoch, last epoch, or mean of "
@@ -30,7 +38,7 @@ def report(
                                     "(test or held-out val)"),
     split_by: str = typer.Option("auto", "--split",
                                  help="Terminal: one table per teacher or student "
-                                      f"({' | '.join(fit.SPLITS)}); auto splits the columns "
+                                      f"({' | '.join(SPLITS)}); auto splits the columns "
                                       "to fit the terminal's width"),
     transpose: bool = typer.Option(False, "--transpose",
                                    help="Terminal: pairs as rows, methods as columns"),
@@ -64,28 +72,39 @@ def report(
     settings: Settings = ctx.obj
     if table not in TABLES:
         raise UserError(f"--table {table!r}: valid tables are {', '.join(TABLES)}")
-    fmt = output.choose_format(fmt, out, (*formats.FORMATS, "html"),
+    fmt = output.choose_format(fmt, out, (*FORMATS, "html"),
                                default="html" if every else "table")
     if every and fmt not in ("html", "markdown"):
         raise UserError(f"--all --format {fmt}: --all writes html or markdown; for {fmt}, "
                         "ask for one --table at a time")
     if every and plot_path is not None:
         raise UserError("--all: the HTML report embeds every plot; --plot draws one --table")
-    if split_by not in fit.SPLITS:
-        raise UserError(f"--split {split_by!r}: valid choices are {', '.join(fit.SPLITS)}")
-    metrics.check(metric)
+    if split_by not in SPLITS:
+        raise UserError(f"--split {split_by!r}: valid choices are {', '.join(SPLITS)}")
+    check_metric(metric)
     if plot_path is not None and table not in PLOTTABLE:
         raise UserError(f"--plot: available for {', '.join(PLOTTABLE)}, not {table}")
+    # the terminal, Markdown and LaTeX show the formatted table only: curves then reads the
+    # epochs it shows, not every epoch of every job, and starts before pandas loads
+    long = fmt in ("csv", "json") or plot_path is not None
+    ahead = None
+    if table == "curves" and not long and fmt != "html" and not every:
+        from kdrun.report.ahead import CurvesAhead
+
+        ahead = CurvesAhead(settings.open, include_cancelled)
+    db = settings.open()
+    from kdrun.report import fit, formats
+    from kdrun.report.filters import Filters, split_list
+    from kdrun.report.plot import plot
+    from kdrun.report.tables import Options, build
+
     filters = Filters(dataset=dataset, grid=grid, pairs=tuple(split_list(pairs)),
                       methods=tuple(split_list(methods)), include_cancelled=include_cancelled)
     opts = Options(metric=metric, show_split=split, baseline=baseline, paper=paper)
     if fmt == "html" or every:
-        _document(settings, TABLES if every else (table,), fmt, filters, opts, out)
+        _document(db, TABLES if every else (table,), fmt, filters, opts, out)
         return
-    # the terminal, Markdown and LaTeX show the formatted table only: curves then reads the
-    # epochs it shows, not every epoch of every job
-    rep = build(table, settings.open(), filters, opts,
-                long=fmt in ("csv", "json") or plot_path is not None)
+    rep = build(table, db, filters, opts, long=long, ahead=ahead)
     if plot_path is not None:
         console.print(f"wrote {plot(rep, output.plot_path(plot_path, table))}", soft_wrap=True)
     if fmt == "table" and out is None:
@@ -107,10 +126,12 @@ def report(
         print(rendered, end="")
 
 
-def _document(settings: Settings, names: tuple[str, ...], fmt: str, filters: Filters,
+def _document(db: Database, names: tuple[str, ...], fmt: str, filters: Filters,
               opts: Options, out: Path | None) -> None:
     """Several tables in one file: the HTML page (kdrun.report.html) or Markdown sections."""
-    db = settings.open()
+    from kdrun.report import formats
+    from kdrun.report.tables import build
+
     if fmt == "html":
         from kdrun.report import html
 

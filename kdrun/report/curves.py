@@ -14,15 +14,13 @@ import pandas as pd
 
 from kdrun.report import cells
 from kdrun.report import pairs as P
+from kdrun.report.ahead import DISPLAYED, shown_epochs
 from kdrun.report.cells import number
 from kdrun.report.table import Report
 
 BASE_QUANTITIES = ("test_top1", "test_top5", "val_top1", "train_top1", "train_loss", "lr")
 LONG_COLS = ["dataset", "series", "teacher", "student", "row", "quantity", "epoch", "mean",
              "std", "n"]
-SHOWN_EPOCHS = 10
-# The terminal view: accuracy and losses; top-5, train top-1 and lr are in CSV/JSON only.
-DISPLAYED = ("test_top1", "val_top1", "train_loss")
 
 
 def quantities(epochs: pd.DataFrame) -> list[str]:
@@ -91,14 +89,6 @@ def epochs_run(series: list[tuple[dict[str, Any], pd.DataFrame]]) -> list[int]:
     return list(range(1, max(done) + 1)) if done and max(done) > 0 else []
 
 
-def shown_epochs(all_epochs: list[int], k: int = SHOWN_EPOCHS) -> list[int]:
-    """At most k epochs, evenly spaced, always the first and the last."""
-    if len(all_epochs) <= k:
-        return all_epochs
-    idx = sorted({round(i * (len(all_epochs) - 1) / (k - 1)) for i in range(k)})
-    return [all_epochs[i] for i in idx]
-
-
 def build(df: pd.DataFrame, epochs: pd.DataFrame, shown: list[int] | None = None,
           series: list[tuple[dict[str, Any], pd.DataFrame]] | None = None) -> Report:
     """The curves report. `shown`: the epochs the terminal view shows (`shown_epochs` of
@@ -126,16 +116,19 @@ def build(df: pd.DataFrame, epochs: pd.DataFrame, shown: list[int] | None = None
     states = {(k["series"], k["row"]): cells.states(j) for k, j in series}
     view = long[long["epoch"].isin(eps) & (long["quantity"].isin(DISPLAYED)
                                            | long["quantity"].str.startswith("loss."))]
+    # one walk over the rows (ordered by series, then epoch): a line per series and quantity
     text: dict[str, dict[str, str]] = {}
-    for (name, row), grp in view.groupby(["series", "row"], sort=False):
-        st = states[(name, row)]
-        done = st["total"] - sum(st[s] for s in cells.PENDING)
-        tag = "" if done == st["total"] else (
-            f" ({cells.pending_text({'n': done, **st})})")
-        for q, recs in grp.groupby("quantity", sort=False):
-            digits = 4 if q == "lr" else (2 if "top" in q else 3)
-            text[f"{name} · {row}{tag} · {q}"] = {
-                f"ep {r['epoch']}": _cell(r, digits) for r in recs.to_dict("records")}
+    tags: dict[tuple[str, str], str] = {}
+    for name, row, q, e, mean, std in zip(view["series"], view["row"], view["quantity"],
+                                          view["epoch"], view["mean"], view["std"], strict=True):
+        if (name, row) not in tags:
+            st = states[(name, row)]
+            done = st["total"] - sum(st[s] for s in cells.PENDING)
+            tags[(name, row)] = "" if done == st["total"] else (
+                f" ({cells.pending_text({'n': done, **st})})")
+        digits = 4 if q == "lr" else (2 if "top" in q else 3)
+        text.setdefault(f"{name} · {row}{tags[(name, row)]} · {q}", {})[f"ep {e}"] = \
+            _cell(mean, std, digits)
     wide = pd.DataFrame.from_dict(text, orient="index").reindex(columns=[f"ep {e}" for e in eps])
     wide = wide.fillna("")
     wide.index.name = "series · method · quantity"
@@ -144,7 +137,7 @@ def build(df: pd.DataFrame, epochs: pd.DataFrame, shown: list[int] | None = None
     return Report("curves", title, long, wide, notes=notes)
 
 
-def _cell(r: dict[str, Any], digits: int) -> str:
-    if math.isnan(r["std"]):
-        return number(r["mean"], digits)
-    return f"{number(r['mean'], digits)} ± {number(r['std'], digits)}"
+def _cell(mean: float, std: float, digits: int) -> str:
+    if math.isnan(std):
+        return number(mean, digits)
+    return f"{number(mean, digits)} ± {number(std, digits)}"

@@ -28,7 +28,8 @@ from sqlalchemy import select
 from kdrun.db.engine import Database
 from kdrun.db.models import Job, Result
 from kdrun.params import flatten
-from kdrun.report.load import component_names, epoch_select, fetch_rows, load_epochs, load_jobs
+from kdrun.report.epoch_sql import component_names, epoch_select, fetch_rows
+from kdrun.report.load import load_epochs, load_jobs
 
 EPOCH_FLOAT = "%.9g"  # epochs.csv: see the module docstring
 # NULL as epochs.csv's query reads it, written as an empty field: a number no metric takes

@@ -20,9 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from kdrun.errors import UserError
+from kdrun.report.choices import SPLITS
 from kdrun.report.table import Report
 
-SPLITS = ("auto", "teacher", "student")
 ARROW = "->"
 LONG_CELL = 18  # a longer cell shows its parenthesis on a second line: `71.6 ± 0.3` / `(2/3: …)`
 

@@ -19,8 +19,6 @@ from kdrun.report import fit
 from kdrun.report.latex import latex
 from kdrun.report.table import Report
 
-FORMATS = ("table", "markdown", "csv", "latex", "json")
-
 
 def rich_table(report: Report) -> Group:
     t = Table(title=report.title)

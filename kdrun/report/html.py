@@ -32,6 +32,7 @@ from kdrun.errors import UserError
 from kdrun.report import metrics, switches
 from kdrun.report import pairs as P
 from kdrun.report.cells import number
+from kdrun.report.choices import check_metric
 from kdrun.report.filters import Filters
 from kdrun.report.load import load_epochs, load_jobs
 from kdrun.report.plot import PLOTTABLE, plot
@@ -49,7 +50,7 @@ def render(db: Database, names: Iterable[str], filters: Filters | None = None,
            opts: Options | None = None) -> str:
     """The HTML page of the tables `names`, filtered and computed as `kdrun report` does."""
     opts = opts or Options()
-    metrics.check(opts.metric)
+    check_metric(opts.metric)
     jobs = (filters or Filters()).apply(load_jobs(db))
     epochs = load_epochs(db, list(jobs["job_id"]))
     built: list[tuple[str, Report | None, str | None]] = []

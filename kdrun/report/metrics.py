@@ -9,21 +9,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kdrun.errors import UserError
-
-METRICS = ("best", "last", "last5")
 COLUMNS = {
     "top1": {"best": "best_top1", "last": "last_top1", "last5": "last5_top1"},
     "top5": {"best": "best_top5", "last": "last_top5"},  # last5 top-5 comes from the epochs
 }
 DESCRIBE = {"best": "best epoch", "last": "last epoch", "last5": "mean of the last five epochs"}
 LAST_N = 5
-
-
-def check(metric: str) -> str:
-    if metric not in METRICS:
-        raise UserError(f"--metric {metric!r}: valid metrics are {', '.join(METRICS)}")
-    return metric
 
 
 def needs_epochs(acc: str, metric: str) -> bool:

@@ -15,9 +15,8 @@ from typing import Any
 import pandas as pd
 
 from kdrun.errors import UserError
+from kdrun.report.choices import PLOTTABLE
 from kdrun.report.table import Report
-
-PLOTTABLE = ("diminishing", "curves", "delta")
 
 
 def _pyplot() -> Any:

@@ -9,11 +9,12 @@ import pandas as pd
 from kdrun.db.engine import Database
 from kdrun.errors import UserError
 from kdrun.report import accuracy, agreement, curves, delta, diminishing, metrics
+from kdrun.report.ahead import DISPLAYED, CurvesAhead, shown_epochs
+from kdrun.report.choices import TABLES, check_metric
+from kdrun.report.epoch_sql import component_names
 from kdrun.report.filters import Filters
-from kdrun.report.load import component_names, load_epochs, load_jobs
+from kdrun.report.load import epoch_frame, load_epochs, load_jobs
 from kdrun.report.table import Report
-
-TABLES = ("top1", "top5", "delta", "diminishing", "agreement", "curves")
 
 
 @dataclass
@@ -32,7 +33,7 @@ def build_from(name: str, jobs: pd.DataFrame, epochs: pd.DataFrame | None,
                opts: Options | None = None) -> Report:
     """Build table `name` from already loaded (and filtered) jobs."""
     opts = opts or Options()
-    metrics.check(opts.metric)
+    check_metric(opts.metric)
     if name in ("top1", "top5"):
         return accuracy.build(jobs, name, opts.metric, epochs, opts.show_split, opts.paper)
     if name == "delta":
@@ -47,20 +48,25 @@ def build_from(name: str, jobs: pd.DataFrame, epochs: pd.DataFrame | None,
 
 
 def build(name: str, db: Database, filters: Filters | None = None,
-          opts: Options | None = None, long: bool = True) -> Report:
+          opts: Options | None = None, long: bool = True,
+          ahead: CurvesAhead | None = None) -> Report:
     """Table `name` from the database. `long=False`: only the formatted table is wanted
-    (terminal, Markdown, LaTeX), so `curves` reads just the epochs it shows, not millions."""
+    (terminal, Markdown, LaTeX), so `curves` reads just the epochs it shows, not millions;
+    `ahead`: those rows, if the read started early guessed them right."""
     if name not in TABLES:
         raise UserError(f"--table {name!r}: valid tables are {', '.join(TABLES)}")
     opts = opts or Options()
     jobs = (filters or Filters()).apply(load_jobs(db))
     if name == "curves" and not long:
         series = curves.series_jobs(jobs)
-        shown = curves.shown_epochs(curves.epochs_run(series))
-        # the loss components of one job per curve: likely every name (load_epochs checks)
-        first = [int(members["job_id"].iloc[0]) for _, members in series if len(members)]
-        epochs = load_epochs(db, jobs["job_id"], shown, columns=curves.DISPLAYED,
-                             likely=component_names(db, first, shown))
+        shown = shown_epochs(curves.epochs_run(series))
+        columns = ahead.take(shown) if ahead is not None else None
+        if columns is not None:
+            epochs = epoch_frame(*columns)
+        else:  # the loss components of one job per curve: likely every name (checked)
+            first = [int(members["job_id"].iloc[0]) for _, members in series if len(members)]
+            epochs = load_epochs(db, jobs["job_id"], shown, columns=DISPLAYED,
+                                 likely=component_names(db, first, shown))
         return curves.build(jobs, epochs, shown, series)
     epochs = load_epochs(db, jobs["job_id"]) if needs_epochs(name, opts.metric) else None
     return build_from(name, jobs, epochs, opts)
