@@ -250,7 +250,7 @@ def test_status_json_splices_the_stored_config(db: Database, capsys) -> None:
 
 
 def test_streamed_export_and_status_json_on_every_backend(db_url: str, tmp_path: Path,
-                                                          capsys) -> None:
+                                                          capsys, monkeypatch) -> None:
     """The driver-level paths (literal SQL, JSON keys and text) on SQLite and PostgreSQL."""
     db = build_db(db_url)
     try:
@@ -260,8 +260,11 @@ def test_streamed_export_and_status_json_on_every_backend(db_url: str, tmp_path:
         export.write_epochs_csv(db, [6, 7], tmp_path / "two.csv")
         assert set(_read(tmp_path / "two.csv")["job_id"]) == {6.0, 7.0}
         assert epoch_sql.component_names(db) == ["ce", "kd"]
-        # PostgreSQL reads the shown epochs itself (its server does that work anyway)
-        shown = build("curves", db, long=False, ahead=CurvesAhead(lambda: db))
+        # the curves read-ahead's forked child opens its own connection on either backend
+        ahead = CurvesAhead(lambda: db)
+        taken = _taking(ahead, monkeypatch)
+        shown = build("curves", db, long=False, ahead=ahead)
+        assert taken == [True]
         pd.testing.assert_frame_equal(shown.wide, build("curves", db, long=False).wide)
         jobs_cli.print_status_json(db, None)
         assert json.loads(capsys.readouterr().out) == jobs_cli.status_json(db, None)
