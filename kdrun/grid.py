@@ -244,8 +244,9 @@ def _expand(raw: Any, default_name: str,
             )
             methods.check(mname, params, num_classes=n_classes, where=mwhere)
             shown = list(labels.values({"method": {"params": hp}, "recipe": {}}))
-            resolved.append((mname, needs, params, shown))
-        for (mname, needs, params, shown), recipe, seed in itertools.product(
+            # one dict for all of its jobs: the hash encodes it once (kdrun.spec's memo)
+            resolved.append((needs, {"name": mname, "params": params}, shown))
+        for (needs, method, shown), recipe, seed in itertools.product(
             resolved, pair_recipes, seeds
         ):
             spec = JobSpec(
@@ -256,7 +257,7 @@ def _expand(raw: Any, default_name: str,
                     "recipe": recipe,
                     "student": student,
                     "teacher": tinfo if needs else None,
-                    "method": {"name": mname, "params": params},
+                    "method": method,
                     "seed": seed,
                 },
                 depends_on=tjob.hash if (needs and tjob) else None,

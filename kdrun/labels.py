@@ -82,8 +82,8 @@ def assign(specs: Sequence[JobSpec], explicit: dict[str, Iterable[str]] | None =
         shared = all(sp.config["recipe"] is group[0].config["recipe"] for sp in group)
         flats = [_flat(sp.config["method"]["params"]) if shared else values(sp.config)
                  for sp in group]
-        varying = [] if len(flats) == 1 else sorted(  # most groups: one job, nothing varies
-            k for k in set().union(*flats) if len({_same(f.get(k)) for f in flats}) > 1)
+        varying = sorted(k for k in set().union(*flats)
+                         if len({_same(f.get(k)) for f in flats}) > 1)
         for sp, flat in zip(group, flats, strict=True):
             own = [k for k in explicit.get(sp.hash, ()) if k in flat]
             keys = own + [k for k in varying if k not in own]

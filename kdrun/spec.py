@@ -49,7 +49,7 @@ def _part(key: str, value: Any, memo: Memo | None) -> str:
     if memo is None or not isinstance(value, (dict, list)):
         return _canonical(_hashed_recipe(value) if key == "recipe" else value)
     hit = memo.get((key, id(value)))
-    if hit is None or hit[0] is not value:
+    if hit is None:  # the memo holds the value, so no other object takes its id meanwhile
         hit = memo[key, id(value)] = (value, _part(key, value, None))
     return hit[1]
 

@@ -144,6 +144,13 @@ def test_multi_node_job_counts_per_machine_and_needs_an_allocation_that_wide(db_
     # ... a pilot whose allocation spans 2 machines takes it with 2 devices free here.
     assert queue.claim(db, "w", 60, idle=1, capacity=2, nodes=2) is None
     assert queue.claim(db, "w", 60, idle=2, capacity=2, nodes=2).job_id == 1
+    # It holds every device of the worker's machine, not its 2: Slurm picks the srun step's
+    # GPUs there, and would not know which ones the worker's other jobs use.
+    queue.enqueue(db, "g", [spec(2, gpus=4, nodes=2)])
+    assert queue.claim(db, "w", 60, idle=2, capacity=4, nodes=2) is None
+    names: list[int] = []
+    whole = queue.claim(db, lambda n: names.append(n) or "w", 60, idle=4, capacity=4, nodes=2)
+    assert (whole.job_id, whole.gpus, names) == (3, 4, [4])
     db.dispose()
 
 
@@ -317,3 +324,17 @@ def test_reports_show_gpus_among_the_switches():
     assert switches.note(done) == ["computed as cuda, bf16, gpus=4 (DDP) (2 jobs)"]
     old = done.assign(recipe=[{}, {"gpus": 1}])  # jobs from before `gpus`: nothing added
     assert switches.note(old) == ["computed as cuda, bf16 (2 jobs)"]
+
+
+def test_until_empty_worker_leaves_jobs_over_more_machines_and_exits_nonzero(tmp_path):
+    url = f"sqlite:///{tmp_path / 'kdrun.db'}"
+    db = Database(url, create=True)
+    migrate.upgrade(db)
+    queue.enqueue(db, "g", [spec(0, gpus=2, nodes=2)])
+    db.dispose()
+    r = cli(tmp_path, "worker", "--cpu", "--slots", "2", "--until-empty", "--poll-seconds", "0.05")
+    assert r.exit_code == 1, r.output
+    text = " ".join(r.output.split())
+    assert ("1 queued job(s) need more machines than this worker's Slurm allocation spans "
+            "(job 1 needs 2, recipe.nodes); run them from `kdrun slurm submit "
+            "--nodes-per-worker 2`") in text

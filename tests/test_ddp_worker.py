@@ -328,7 +328,8 @@ def test_srun_launched_ranks_train_and_leave_nothing_behind(tmp_path, monkeypatc
     db = Database(f"sqlite:///{tmp_path / 'kdrun.db'}", create=True)
     migrate.upgrade(db)
     queue.enqueue(db, "g", [student_spec(epochs=1, lr_milestones=[], gpus=2, nodes=2)])
-    claim = queue.claim(db, "w", 30, backoff_s=0, idle=1, capacity=2, nodes=2)
+    # a job across machines holds every device of the worker's machine (here: its 2 slots)
+    claim = queue.claim(db, "w", 30, backoff_s=0, idle=2, capacity=2, nodes=2)
     settings = WorkerSettings(tmp_path / "runs", tmp_path / "runs", 30, 0)
     outcome = supervise(db, claim, Slot("w:cpu#0+1", "cpu", 1, ["cpu", "cpu"]), settings,
                         threading.Event(), time.monotonic(), print, lambda *a: None)

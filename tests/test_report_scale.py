@@ -171,8 +171,8 @@ def _taking(ahead: CurvesAhead, monkeypatch) -> list[bool]:
     """Records whether the table took the read-ahead's copy."""
     taken: list[bool] = []
     real = ahead.take
-    monkeypatch.setattr(ahead, "take", lambda shown: taken.append(
-        (got := real(shown)) is not None) or got)
+    monkeypatch.setattr(ahead, "take", lambda shown, done: taken.append(
+        (got := real(shown, done)) is not None) or got)
     return taken
 
 
@@ -193,8 +193,13 @@ def test_curves_read_ahead_equals_the_tables_own_read(db: Database, monkeypatch,
 
 def test_curves_read_ahead_wrong_guesses(db: Database, monkeypatch) -> None:
     ahead = CurvesAhead(lambda: db)
-    assert ahead.take([1, 2, 3]) is None  # the table shows other epochs (a filter)
+    assert ahead.take([1, 2, 3], {}) is None  # the table shows other epochs (a filter)
     assert ahead.shown == shown_epochs(list(range(1, EPOCHS + 1)))
+    # a job recorded an epoch between the child's read and the table's: not taken
+    student = int(load.load_jobs(db).query("kind == 'student'")["job_id"].iloc[0])
+    shown = shown_epochs(list(range(1, EPOCHS + 1)))
+    assert CurvesAhead(lambda: db).take(shown, {}) is not None
+    assert CurvesAhead(lambda: db).take(shown, {student: EPOCHS + 1}) is None
     own = build("curves", db, long=False)
     # the read fails (here: the database does not open): the table reads its own
     ahead = CurvesAhead(lambda: 1 / 0)

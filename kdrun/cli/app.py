@@ -17,14 +17,12 @@ from typer.core import TyperCommand, TyperGroup
 from kdrun import __version__
 from kdrun.cli import helpfmt
 from kdrun.cli.commands import COMMANDS
+from kdrun.db import DEFAULT_DB, default_url
 from kdrun.errors import UserError
 
 if TYPE_CHECKING:
     from kdrun.db.engine import Database
 
-# = kdrun.db.engine.DEFAULT_DB, written out: `kdrun --help` shows it without importing
-# sqlalchemy (tests/test_light_imports.py checks they agree)
-DEFAULT_DB = "sqlite:///kdrun.db"
 
 helpfmt.install()  # `--help` shows TEXT/PATH, not <str>/<bool>
 
@@ -163,7 +161,7 @@ def main_options(
     ),
 ) -> None:
     ctx.obj = Settings(
-        db_url=db or os.environ.get("KDRUN_DB") or DEFAULT_DB,  # = kdrun.db.engine.default_url()
+        db_url=db or default_url(),
         runs_dir=runs_dir or Path(os.environ.get("KDRUN_RUNS", "runs")),
         data_dir=data_dir or Path(os.environ.get("KDRUN_DATA", "data")),
     )

@@ -37,7 +37,9 @@ def submit(
                                         help="GPUs per pilot (0: a CPU worker)"),
     nodes_per_worker: int = typer.Option(1, "--nodes-per-worker", help="Nodes per pilot"),
     cpus_per_worker: int = typer.Option(None, "--cpus-per-worker", min=1,
-                                        help="CPUs per pilot (sbatch --cpus-per-task)"),
+                                        help="CPUs per pilot (sbatch --cpus-per-task); "
+                                             "with --nodes-per-worker, per task: G tasks on "
+                                             "each node"),
     time_limit: str = typer.Option(None, "--time", help="Each pilot's time limit (sbatch "
                                                         "--time, e.g. 4:00:00)"),
     partition: str = typer.Option(None, "--partition", help="Slurm partition"),

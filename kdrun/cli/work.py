@@ -13,7 +13,8 @@ from kdrun.errors import UserError
 from kdrun.slurm import pilot as slurm_pilot
 from kdrun.trackers import parse as parse_trackers
 from kdrun.worker import WorkerOptions, work
-from kdrun.worker.loop import worker_name
+from kdrun.worker.loop import make_slots, worker_name
+from kdrun.worker.pool import Pool
 
 
 def pick_devices(gpu: str | None, cpu: bool) -> list[str]:
@@ -104,7 +105,7 @@ def worker(
     def log(message: str) -> None:  # a password never reaches the worker's output
         printer(scrub(message, settings.db_url))
 
-    wide = len(devices) if devices != ["cpu"] else slots  # units: GPUs, or CPU slots
+    wide = Pool(make_slots(opts)).capacity  # units: GPUs, or CPU slots
     log(f"worker on {', '.join(devices)} x {slots} slot(s) (jobs up to gpus: {wide}), "
         f"database {db.display_url}, runs in {settings.runs_dir}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -128,9 +129,14 @@ def worker(
         log(f"[red]worker stopped[/]: {len(summary.too_wide)} queued job(s) can never run here: "
             f"{too_wide_text(summary.too_wide, summary.capacity, 'this worker')}; run them on a "
             "worker with more (`--gpu`, or `--cpu --slots N`), or lower their recipe.gpus")
+    if summary.too_many_nodes:
+        job, nodes = summary.too_many_nodes[0]
+        log(f"[red]worker stopped[/]: {len(summary.too_many_nodes)} queued job(s) need more "
+            f"machines than this worker's Slurm allocation spans (job {job} needs {nodes}, "
+            f"recipe.nodes); run them from `kdrun slurm submit --nodes-per-worker {nodes}`")
     states = ", ".join(f"{n} {state}" for state, n in sorted(summary.outcomes.items()))
     log(f"worker done: {summary.jobs} job(s) run" + (f" ({states})" if states else "")
         + (f"; {len(summary.too_wide)} job(s) too wide for it left queued"
            if summary.too_wide else ""))
-    if summary.failed_over or summary.stranded or summary.too_wide:
+    if summary.failed_over or summary.stranded or summary.too_wide or summary.too_many_nodes:
         raise typer.Exit(1)

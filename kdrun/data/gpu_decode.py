@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from kdrun.data.seeded import SeededSampler, ShardBatches, seeded_call
+from kdrun.data.seeded import SeededSampler, batches, seeded_call
 from kdrun.data.shards import Shard
 
 
@@ -107,14 +107,10 @@ def gpu_loaders(splits: Any, device: torch.device, generator: torch.Generator, b
         if shard is not None and not shuffle:  # this rank's run of whole eval batches
             lo, hi = shard.eval_range(len(files), bs)
             files.samples = files.samples[lo:hi]
-        sampler = SeededSampler(len(files), gen, shuffle)
-        if shard is not None and shuffle:
-            dl = DataLoader(files, batch_sampler=ShardBatches(sampler, bs, shard),
-                            collate_fn=collate, generator=torch.Generator(), **worker_args)
-        else:
-            dl = DataLoader(files, batch_size=bs, collate_fn=collate,
-                            sampler=sampler,  # type: ignore[arg-type]
-                            generator=torch.Generator(), **worker_args)
+        keys = batches(SeededSampler(len(files), gen, shuffle), bs,
+                       shard if shuffle else None)  # eval: cut to its run above
+        dl = DataLoader(files, batch_sampler=keys, collate_fn=collate,  # type: ignore[arg-type]
+                        generator=torch.Generator(), **worker_args)
         return GpuDecodeLoader(dl, ds.transform, device)
 
     train = make(splits.train, batch_size, generator, True)

@@ -19,7 +19,7 @@ from kdrun.data.device_loader import DeviceLoader
 from kdrun.data.gpu_decode import gpu_loaders, has_files
 from kdrun.data.images import ArrayImages
 from kdrun.data.registry import Splits
-from kdrun.data.seeded import Seeded, SeededSampler, ShardBatches
+from kdrun.data.seeded import Seeded, SeededSampler, batches
 from kdrun.data.shards import Shard
 from kdrun.data.views import MultiView
 from kdrun.errors import ConfigError
@@ -61,14 +61,13 @@ def eval_loader(ds: Dataset, batch_size: int, device: torch.device, kind: str = 
                 num_workers: int = 0, shard: Shard | None = None) -> Iterable[Any]:
     """Unshuffled, unaugmented batches of an evaluation split; with a `shard`, this rank's
     run of whole batches (kdrun.data.shards), each the batch a single process evaluates."""
+    n = len(ds)  # type: ignore[arg-type]
+    lo, hi = shard.eval_range(n, batch_size) if shard is not None else (0, n)
+    if kind == "device" and on_device(ds):  # an ArrayImages with the CIFAR pipeline
+        return DeviceLoader(ds.data[lo:hi], ds.targets[lo:hi], batch_size,  # type: ignore
+                            *ds.stats, device=device, train=False)  # type: ignore
     if shard is not None:
-        lo, hi = shard.eval_range(len(ds), batch_size)  # type: ignore[arg-type]
-        if kind == "device" and on_device(ds):
-            return DeviceLoader(ds.data[lo:hi], ds.targets[lo:hi], batch_size,  # type: ignore
-                                *ds.stats, device=device, train=False)  # type: ignore
         ds = Subset(ds, range(lo, hi))
-    if kind == "device" and on_device(ds):
-        return DeviceLoader.from_dataset(ds, batch_size, device=device, train=False)
     return DataLoader(ds, batch_size=batch_size, **worker_args(num_workers, device))
 
 
@@ -90,12 +89,8 @@ def train_loader(ds: Dataset, batch_size: int, device: torch.device,
     `generator` (kdrun.data.seeded): the same stream with any number of workers, resumable
     exactly. The DataLoader's own generator only seeds its workers' base seed, unused here.
     With a `shard`, each batch is this rank's slice of the global one."""
-    if shard is not None:
-        return DataLoader(Seeded(ds), batch_sampler=ShardBatches(  # type: ignore[arg-type]
-            SeededSampler(len(ds), generator), batch_size, shard),  # type: ignore[arg-type]
-            generator=torch.Generator(), **worker_args(num_workers, device))
-    return DataLoader(Seeded(ds), batch_size=batch_size,
-                      sampler=SeededSampler(len(ds), generator),  # type: ignore[arg-type]
+    keys = batches(SeededSampler(len(ds), generator), batch_size, shard)  # type: ignore[arg-type]
+    return DataLoader(Seeded(ds), batch_sampler=keys,  # type: ignore[arg-type]
                       generator=torch.Generator(), **worker_args(num_workers, device))
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import BatchSampler, Dataset, Sampler, get_worker_info
 
 from kdrun.data.shards import Shard
 
@@ -68,13 +68,20 @@ class ShardBatches(Sampler[list[tuple[int, int]]]):
     part (kdrun.data.shards): every rank draws the same global batches, keeps its slice."""
 
     def __init__(self, sampler: SeededSampler, batch_size: int, shard: Shard) -> None:
-        self.sampler, self.batch_size, self.shard = sampler, batch_size, shard
+        self.batches, self.shard = BatchSampler(sampler, batch_size, drop_last=False), shard
 
     def __len__(self) -> int:
-        return -(-len(self.sampler) // self.batch_size)
+        return len(self.batches)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        keys = list(self.sampler)  # the whole epoch's draw, as the unsharded loader's
-        for i in range(0, len(keys), self.batch_size):
-            batch = keys[i : i + self.batch_size]
+        for batch in self.batches:
             yield batch[self.shard.batch(len(batch))]
+
+
+def batches(sampler: SeededSampler, batch_size: int,
+            shard: Shard | None = None) -> Sampler[list[tuple[int, int]]]:
+    """A DataLoader's `batch_sampler`: the keys `batch_size` at a time (the last batch may be
+    short), with a `shard` this rank's part of each."""
+    if shard is None:
+        return BatchSampler(sampler, batch_size, drop_last=False)
+    return ShardBatches(sampler, batch_size, shard)

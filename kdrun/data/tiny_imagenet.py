@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from kdrun import headline
-from kdrun.data.catalog import TINY_FOLDER as FOLDER  # noqa: F401  (re-export)
 from kdrun.data.catalog import TINY_LAYOUT as LAYOUT
 from kdrun.data.catalog import TinyImageNetParams
 from kdrun.data.files import FileImages

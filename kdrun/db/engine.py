@@ -26,9 +26,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session
 
+from kdrun.db import DEFAULT_DB, default_url  # noqa: F401 (re-exported: kdrun.db.engine.DEFAULT_DB)
 from kdrun.errors import UserError
 
-DEFAULT_DB = "sqlite:///kdrun.db"
 URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
 
 
@@ -219,6 +219,3 @@ def retrying(fn: Callable[P, T]) -> Callable[P, T]:
 
     return wrapper
 
-
-def default_url() -> str:
-    return os.environ.get("KDRUN_DB") or DEFAULT_DB

@@ -71,7 +71,9 @@ class Claim:
     # the trained teacher's recorded sha256 (see kdrun.checkpoints).
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     teacher_sha256: str | None = None
-    gpus: int = 1  # devices the job trains on at once (recipe.gpus)
+    # devices of this machine the worker holds for the job: recipe.gpus (per machine), or all
+    # of them for a job across machines (see claim)
+    gpus: int = 1
 
 
 @retrying
@@ -229,18 +231,23 @@ def claim(db: Database, worker: str | Callable[[int], str], lease_seconds: float
     freed devices gather until it fits (no starvation). `worker` may be a function of the
     job's gpus giving the name to record (a group job's name lists its devices). Counts are
     per machine: `gpus` is a job's devices on each of its `nodes` machines, and only a worker
-    whose Slurm allocation spans `nodes` machines or more (`nodes` here) takes it."""
+    whose Slurm allocation spans `nodes` machines or more (`nodes` here) takes it. Such a job
+    holds every device of the worker's machine: its srun step gets GPUs there from Slurm,
+    which does not know which ones the worker's other jobs train on."""
     with db.write() as s:  # BEGIN IMMEDIATE on SQLite: claimers serialize here
         reap(s, backoff_s)
-        q = (select(Job.id, Job.gpus).where(_runnable(), Job.gpus <= capacity,
-                                            Job.nodes <= nodes)
+        q = (select(Job.id, Job.gpus, Job.nodes).where(_runnable(), Job.gpus <= capacity,
+                                                       Job.nodes <= nodes)
              .order_by(Job.priority.desc(), Job.id).limit(1))
         first = s.execute(_skip_locked(s, q)).first()
-        if first is None or first.gpus > idle:
+        if first is None:
+            return None
+        units = capacity if first.nodes > 1 else first.gpus
+        if units > idle:
             return None
         job_id = first.id
         if callable(worker):
-            worker = worker(first.gpus)
+            worker = worker(units)
         token = secrets.token_hex(16)
         n = s.execute(
             update(Job).where(Job.id == job_id, Job.state == "queued")
@@ -260,7 +267,7 @@ def claim(db: Database, worker: str | Callable[[int], str], lease_seconds: float
                 select(Result.checkpoint, Result.sha256).where(Result.job_id == job.depends_on_id)
             ).first() or (None, None)
         return Claim(job_id, token, job.attempts, job.config, job.run_dir, ckpt, job.label,
-                     checkpoint_records(s, job_id), teacher_sha, job.gpus)
+                     checkpoint_records(s, job_id), teacher_sha, units)
 
 
 def _fence(s: Session, c: Claim, **values: Any) -> None:
@@ -509,6 +516,13 @@ def too_wide(db: Database, units: int | None = None,
         if grid:
             q = q.where(Job.grid == grid)
         return units, [(i, g) for i, g in s.execute(q.order_by(Job.id)).all()]
+
+
+def too_many_nodes(db: Database, nodes: int) -> list[tuple[int, int]]:
+    """Queued jobs over more machines than `nodes` (a worker's allocation): [(job id, nodes)]."""
+    with db.read() as s:
+        q = select(Job.id, Job.nodes).where(Job.nodes > nodes, Job.state == "queued")
+        return [(i, n) for i, n in s.execute(q.order_by(Job.id)).all()]
 
 
 def too_wide_text(wide: Sequence[tuple[int, int]], units: int,

@@ -10,15 +10,17 @@ back, and the two threads would take turns instead of running side by side.)
 The read is a guess made before the jobs are loaded and filtered: the epochs the
 longest-running student's curve shows, of every student not cancelled (every student with
 --include-cancelled), with the loss components of one job per method (read_columns checks
-every row for others). The table takes it when it shows those same epochs, and ignores the
-rows of jobs it does not show; otherwise (say a filter dropped the longest-running student)
-it reads its own.
+every row for others). The table takes it when it shows those same epochs and each job it
+shows had, when the child read, the last epoch it has now; it ignores the rows of jobs it does
+not show. Otherwise (a filter dropped the longest-running student, or a running job recorded
+an epoch in between) it reads its own.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the child imports them itself, beside the parent (see CurvesAhead)
@@ -62,12 +64,15 @@ class CurvesAhead:
             return
         ctx = mp.get_context("fork")  # starts at once, and `open_db` need not be picklable
         self._conn, child_end = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(target=_read, args=(open_db, include_cancelled, child_end),
-                                    name="kdrun-curves-ahead", daemon=True)
+        self._process = ctx.Process(target=_read, name="kdrun-curves-ahead", daemon=True,
+                                    args=(open_db, include_cancelled, self._conn, child_end))
         self._process.start()
         child_end.close()
 
-    def take(self, shown: Sequence[int]) -> Columns | None:
+    def take(self, shown: Sequence[int], done: Mapping[int, int]) -> Columns | None:
+        """`done`: each shown job's last recorded epoch as the caller loaded it. The rows are
+        taken only if the child saw the same (no job recorded or restarted an epoch between
+        its read and the caller's)."""
         if self._process is None:
             return None
         try:
@@ -80,12 +85,17 @@ class CurvesAhead:
             self._process = None
         if got is None:
             return None
-        self.shown, columns = got
-        return columns if self.shown == list(shown) else None
+        self.shown, seen, columns = got
+        if self.shown != list(shown) or any(seen.get(j) != e for j, e in done.items()):
+            return None
+        return columns
 
 
-def _read(open_db: Callable[[], Database], include_cancelled: bool, out: Connection) -> None:
+def _read(open_db: Callable[[], Database], include_cancelled: bool, parent_end: Connection,
+          out: Connection) -> None:
     """In the forked child: the guess, read, sent to the parent (None when there is none)."""
+    parent_end.close()  # so that a parent gone without reading fails our send (EPIPE)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     got = None
     try:
         from sqlalchemy import func, select
@@ -99,15 +109,15 @@ def _read(open_db: Callable[[], Database], include_cancelled: bool, out: Connect
         if not include_cancelled:
             students.append(Job.state != "cancelled")
         with db.read() as s:
-            done = s.scalar(select(func.max(Job.epoch)).where(*students)) or 0
-            jobs = list(s.scalars(select(Job.id).where(*students).order_by(Job.id)))
+            seen = dict(s.execute(select(Job.id, Job.epoch).where(*students)).tuples().all())
             first = list(s.scalars(select(func.min(Job.id)).where(*students, Job.epoch > 0)
                                    .group_by(Job.method)))
-        if done > 0:
-            shown = shown_epochs(range(1, done + 1))
+        last = max(seen.values(), default=0)
+        if last > 0:
+            shown = shown_epochs(range(1, last + 1))
             likely = component_names(db, first, shown)
-            got = (shown, read_columns(db, jobs, shown, DISPLAYED, likely))
-    except BaseException:  # a failed guess, or Ctrl-C: the parent reads (and reports) itself
+            got = (shown, seen, read_columns(db, sorted(seen), shown, DISPLAYED, likely))
+    except Exception:  # a failed guess: the parent reads (and reports errors) itself
         got = None
     try:
         out.send(got)

@@ -60,11 +60,14 @@ def build(name: str, db: Database, filters: Filters | None = None,
     if name == "curves" and not long:
         series = curves.series_jobs(jobs)
         shown = shown_epochs(curves.epochs_run(series))
-        columns = ahead.take(shown) if ahead is not None else None
+        done = {int(j): int(e) for _, members in series
+                for j, e in zip(members["job_id"], members["epochs_done"], strict=True)}
+        columns = ahead.take(shown, done) if ahead is not None else None
         if columns is not None:
             epochs = epoch_frame(*columns)
-        else:  # the loss components of one job per curve: likely every name (checked)
-            first = [int(members["job_id"].iloc[0]) for _, members in series if len(members)]
+        else:  # the loss components of one job per curve that has run: likely every name
+            first = [int(m["job_id"][m["epochs_done"] > 0].iloc[0]) for _, m in series
+                     if (m["epochs_done"] > 0).any()]
             epochs = load_epochs(db, jobs["job_id"], shown, columns=DISPLAYED,
                                  likely=component_names(db, first, shown))
         return curves.build(jobs, epochs, shown, series)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +44,6 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 
 from kdrun.data.shards import Shard
-from kdrun.train.fast import Speed
 
 ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Ranks wait for each other at every epoch end (rank 0 saves and reports meanwhile).
@@ -199,9 +198,3 @@ class Dist:
 
         return DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
 
-
-def compiled(speed: Speed, model: nn.Module) -> Callable[[Tensor], Tensor]:
-    """What full shards call under DDP: torch.compile without CUDA graphs (see above)."""
-    if not speed.compile:
-        return model
-    return torch.compile(model, mode="default", dynamic=False)

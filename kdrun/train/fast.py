@@ -56,12 +56,15 @@ class Speed:
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def compiled(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def compiled(self, model: nn.Module,
+                 graphs: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
         """What full batches call: a compiled wrapper sharing the module's parameters (its
-        state_dict keys stay those of the module), or the module itself."""
+        state_dict keys stay those of the module), or the module itself. `graphs=False`:
+        without CUDA graphs (under DDP, see kdrun.train.ddp)."""
         if not self.compile:
             return model
-        return torch.compile(model, mode=COMPILE_MODE[self.device.type], dynamic=False)
+        mode = COMPILE_MODE[self.device.type] if graphs else "default"
+        return torch.compile(model, mode=mode, dynamic=False)
 
     def step_begin(self) -> None:
         """Tell CUDA-graph trees a new iteration starts (outputs of the last may be reused)."""

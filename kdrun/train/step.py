@@ -65,7 +65,7 @@ class Step:
         self.student, self.teacher, self.method, self.opt = student, teacher, method, opt
         self.speed, self.batch_size = speed, batch_size
         self.dist = dist if dist is not None and dist.enabled else None
-        self.fast = speed.compiled(student) if self.dist is None else ddp.compiled(speed, student)
+        self.fast = speed.compiled(student, graphs=self.dist is None)
 
     def batches(self, loader: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor, Views | None]]:
         """(images, labels, views) per batch; the views (which crop and flip of which image)

@@ -147,22 +147,10 @@ def make_run(job: dict[str, Any], device: torch.device) -> Run:
                resume=job.get("checkpoints"), teacher_sha256=job.get("teacher_sha256"))
 
 
-def run_rank(job: dict[str, Any], device: torch.device, control: Control) -> dict[str, Any]:
-    """A rank other than 0: train alongside rank 0 and say only how it ended."""
-    try:
-        train(make_run(job, device), quiet_hooks(control))
-    except Interrupted as e:
-        return {"type": "interrupted", "reason": str(e)}
-    except (UserError, NonFiniteLoss) as e:
-        return {"type": "failed", "retry": False, "error": _describe(e)}
-    except Exception as e:
-        return {"type": "failed", "retry": True, "error": _describe(e)}
-    return {"type": "succeeded"}
-
-
 def run_job(job: dict[str, Any], chan: Channel, control: Control) -> dict[str, Any]:
-    """Train the job; the final message for the supervisor."""
-    rank = int(os.environ.get("RANK", "0"))
+    """Train the job; the final message for the supervisor. A rank other than 0 trains
+    alongside rank 0, which reports for the job: it says only how it ended."""
+    lead = int(os.environ.get("RANK", "0")) == 0
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
@@ -173,14 +161,14 @@ def run_job(job: dict[str, Any], chan: Channel, control: Control) -> dict[str, A
         return {"type": "failed", "retry": True,
                 "error": f"CUDA is not available in the training process "
                          f"(CUDA_VISIBLE_DEVICES={visible!r})"}
-    if rank > 0:
-        return run_rank(job, device, control)
-    chan.send({"type": "started", "provenance": provenance(device)})
-    runs_dir = Path(job["runs_dir"])
-    trackers = tracker_hook.for_job(job, chan.send)
+    trackers = None
+    if lead:
+        chan.send({"type": "started", "provenance": provenance(device)})
+        trackers = tracker_hook.for_job(job, chan.send)
     result, ok = None, False  # ok: finished or stopped on request (the tracker run is not failed)
     try:
-        result = train(make_run(job, device), hooks(chan, control, trackers))
+        result = train(make_run(job, device),
+                       hooks(chan, control, trackers) if lead else quiet_hooks(control))
         ok = True
     except Interrupted as e:
         ok = True
@@ -190,8 +178,11 @@ def run_job(job: dict[str, Any], chan: Channel, control: Control) -> dict[str, A
     except Exception as e:
         return {"type": "failed", "retry": True, "error": _describe(e)}
     finally:
-        trackers.finish(result, ok)
-    result["checkpoint"] = _relative(result["checkpoint"], runs_dir)
+        if trackers is not None:
+            trackers.finish(result, ok)
+    if not lead:
+        return {"type": "succeeded"}
+    result["checkpoint"] = _relative(result["checkpoint"], Path(job["runs_dir"]))
     is_teacher = job["config"]["kind"] == "teacher"
     return {"type": "succeeded", "result": result,
             "teacher": teacher_entry(job["job_id"], job["config"], result) if is_teacher else None}

@@ -76,6 +76,8 @@ class Summary:
     # ... or while queued jobs need more devices than this worker has: [(job id, gpus)]
     too_wide: list[tuple[int, int]] = field(default_factory=list)
     capacity: int = 1  # the widest job this worker could run (its GPUs, or CPU slots)
+    # ... or while queued jobs need more machines than its allocation: [(job id, nodes)]
+    too_many_nodes: list[tuple[int, int]] = field(default_factory=list)
 
 
 class FailureBreaker:
@@ -189,6 +191,7 @@ class Worker:
             try:
                 self.summary.stranded = queue.blockers(self.db)
                 self.summary.too_wide = queue.too_wide(self.db, self.pool.capacity)[1]
+                self.summary.too_many_nodes = queue.too_many_nodes(self.db, self.nodes)
             except DB_DOWN:
                 pass
         return self.summary

@@ -250,7 +250,7 @@ class RankGroup:
         nodes, port = recipe.get("nodes", 1), ranks.free_port()
         try:
             if nodes > 1:  # one srun starts them all; Slurm says which rank each one is
-                world = recipe.get("gpus", len(slot.devices))
+                world = recipe["gpus"]  # a job across machines always names it
                 argv = ranks.srun_command(nodes, world, slot.device != "cpu",
                                           [sys.executable, "-c", CHILD_BOOT])
                 self.procs.append(TrainingProcess(
